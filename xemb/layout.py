@@ -1,0 +1,63 @@
+"""The published layout of a version: file names, table columns, ONNX signatures.
+
+This module is the contract between the offline job (writer), Feast and the gRPC service
+(readers). Change it only together with ``Manifest.format_version``.
+
+``versions/<id>/``
+    ``manifest.json``      :class:`xemb.store.Manifest`
+    ``items.parquet``      one row per item, sorted by ``item_id``:
+        ``item_id`` int64, ``domain`` string, ``text`` string,
+        ``full``/``transferable``/``residual`` fixed_size_list<float32>[d]
+        (``full = transferable + residual``; score = dot(user vector, ``full``)),
+        ``intent_ids`` list<int64>[m], ``intent_weights`` list<float32>[m] (sum to 1),
+        ``warm`` bool (the item was seen in behaviour and carries a collaborative residual).
+    ``intents.parquet``    one row per atomic intent:
+        ``intent_id`` int64, ``vector`` fixed_size_list<float32>[d] (transferable space),
+        ``label`` string, ``support`` int64 (items whose top intent it is),
+        ``domain_support`` string (JSON {domain: count}).
+    ``users.parquet``      one row per (training user, target domain):
+        ``user_id`` string, ``target_domain`` string, ``vector`` fixed_size_list<float32>[d],
+        ``top_intent_ids`` list<int64>, ``top_intent_weights`` list<float32>.
+    ``adapter.onnx``       cold-start adapter, text-only part (see ADAPTER_*)
+    ``composer.onnx``      the per-request model (see COMPOSER_*)
+    ``encoder/``           ``model.onnx`` + ``tokenizer.json`` + ``encoder.json``: the frozen text
+                           encoder for cold start without torch (see ENCODER_*)
+    ``index_<domain>.faiss`` ANN index (inner product over ``full``; ids are item ids)
+"""
+
+from __future__ import annotations
+
+ITEMS = "items.parquet"
+INTENTS = "intents.parquet"
+USERS = "users.parquet"
+ADAPTER_ONNX = "adapter.onnx"
+COMPOSER_ONNX = "composer.onnx"
+ENCODER_DIR = "encoder"
+ENCODER_ONNX = "encoder/model.onnx"
+ENCODER_TOKENIZER = "encoder/tokenizer.json"
+ENCODER_META = "encoder/encoder.json"
+
+
+def index_file(domain: str) -> str:
+    return f"index_{domain}.faiss"
+
+
+VECTOR_PARTS = ("full", "transferable", "residual")
+
+# adapter.onnx: semantic [B,S] float32, domain [B] int64 (index into manifest.domains)
+#   -> transferable, residual, full [B,d] float32 (cold-start values; warm items add an id part)
+ADAPTER_INPUTS = ("semantic", "domain")
+ADAPTER_OUTPUTS = ("transferable", "residual", "full")
+
+# composer.onnx, histories right-aligned (most recent item last, padding in front):
+#   hist_vec [B,L,d] float32 (items' ``full``), hist_domain [B,L] int64,
+#   hist_mask [B,L] float32 (1 = real item), hist_intents [B,L,m] int64,
+#   hist_intent_w [B,L,m] float32, target_domain [B] int64
+#   -> user_vec [B,d] float32, intent_weights [B,K] float32 (sum to 1 over K intents)
+COMPOSER_INPUTS = ("hist_vec", "hist_domain", "hist_mask", "hist_intents", "hist_intent_w",
+                   "target_domain")
+COMPOSER_OUTPUTS = ("user_vec", "intent_weights")
+
+# encoder/model.onnx: input_ids, attention_mask [B,T] int64 -> embedding [B,S] (pooled, L2-normed)
+ENCODER_INPUTS = ("input_ids", "attention_mask")
+ENCODER_OUTPUTS = ("embedding",)

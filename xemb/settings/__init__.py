@@ -1,0 +1,98 @@
+"""The one config object: a pydantic model loaded from one YAML file, passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from xemb.errors import ConfigError
+from xemb.settings.feast import FeastConfig
+from xemb.settings.offline import (
+    AdapterConfig,
+    BuildConfig,
+    ComposerConfig,
+    DataConfig,
+    EncoderConfig,
+    EvalConfig,
+    IntentsConfig,
+)
+from xemb.settings.serving import ServingConfig
+
+__all__ = ["XembConfig", "load_config", "config_hash"]
+
+
+class XembConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Input tables."""
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    """Frozen (M)LLM that turns item text/images into semantic vectors."""
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    """Transferable + residual adapter."""
+    intents: IntentsConfig = Field(default_factory=IntentsConfig)
+    """Atomic intent library."""
+    composer: ComposerConfig = Field(default_factory=ComposerConfig)
+    """Sequence -> user-intent vector model."""
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    """Versioned output."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation protocol."""
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+    """Feast publishing."""
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    """gRPC service."""
+
+
+_PATH_FIELDS = {"data": ("path", "items", "events"), "encoder": ("model",),
+                "build": ("root",), "feast": ("repo_path",)}
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative paths in the YAML are relative to the YAML file, not to the shell's cwd."""
+    for section, keys in _PATH_FIELDS.items():
+        sec = raw.get(section)
+        if not isinstance(sec, dict):
+            continue
+        for key in keys:
+            if isinstance(sec.get(key), str) and not Path(sec[key]).is_absolute():
+                sec[key] = str((base / sec[key]).resolve())
+
+
+def _format_validation(path: Path, exc: ValidationError) -> str:
+    errs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return f"{path}: invalid config: " + "; ".join(errs)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> XembConfig:
+    """Load and validate a YAML config; errors name the file and the dotted field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        raw.setdefault(section, {})[key] = value
+    _resolve_paths(raw, path.resolve().parent)
+    try:
+        return XembConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(path, exc)) from exc
+
+
+def config_hash(cfg: XembConfig, sections: tuple[str, ...]) -> str:
+    """Stable hash of the named sections (what a stage's output depends on)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({s: getattr(cfg, s).model_dump(mode="json") for s in sections},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

