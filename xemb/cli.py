@@ -1,0 +1,93 @@
+"""`xemb` command line. Each layer registers its own subcommands; heavy imports stay lazy so
+`xemb serve` never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from xemb.errors import XembError
+from xemb.settings import XembConfig, load_config
+from xemb.store import VersionStore
+
+__all__ = ["main", "add_config_args", "config_from_args", "store_from"]
+
+
+def add_config_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("-c", "--config", type=Path, required=required, help="xemb YAML config")
+    p.add_argument("--root", type=Path, default=None,
+                   help="version store root (overrides build.root)")
+
+
+def config_from_args(args: argparse.Namespace) -> XembConfig:
+    overrides = {"build.root": str(args.root.resolve())} if args.root else None
+    return load_config(args.config, overrides)
+
+
+def store_from(args: argparse.Namespace) -> VersionStore:
+    if getattr(args, "config", None):
+        return VersionStore(config_from_args(args).build.root)
+    if args.root:
+        return VersionStore(args.root)
+    raise XembError("give -c CONFIG or --root DIR")
+
+
+def _cmd_versions(args: argparse.Namespace) -> int:
+    print(json.dumps(store_from(args).describe(), indent=2))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    store = store_from(args)
+    target = args.to or store.previous()
+    manifest = store.set_current(target)
+    print(json.dumps({"current": manifest.version}))
+    return 0
+
+
+def _register_store_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="list published versions")
+    add_config_args(p, required=False)
+    p.set_defaults(func=_cmd_versions)
+    p = sub.add_parser("rollback", help="make an earlier version current again")
+    add_config_args(p, required=False)
+    p.add_argument("--to", default=None, help="version id (default: the previous current)")
+    p.set_defaults(func=_cmd_rollback)
+
+
+def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands of each layer; a layer whose extra is not installed is skipped."""
+    out: list[Callable[[argparse._SubParsersAction], None]] = [_register_store_commands]
+    for module in ("embedders.cli", "serving.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        out.append(mod.register)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xemb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except XembError as exc:
+        print(f"xemb: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
