@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the xemb.v1 API (see proto/)."""
