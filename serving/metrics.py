@@ -1,0 +1,43 @@
+"""Prometheus metrics of one server, in a registry of its own (several servers per process in
+tests never collide); exported over HTTP when ``serving.metrics_port`` is set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("xemb_request_latency_seconds", "Handler latency per method",
+                                 ["method"], buckets=BUCKETS, registry=r)
+        self.requests = Counter("xemb_requests", "Calls by method and status code",
+                                ["method", "code"], registry=r)
+        self.errors = Counter("xemb_errors", "Failed calls by method and status code",
+                              ["method", "code"], registry=r)
+        self.in_flight = Gauge("xemb_in_flight_requests", "Calls being handled", registry=r)
+        self.version = Gauge("xemb_version_info", "1 for the version being served",
+                             ["version"], registry=r)
+        self.refused = Counter("xemb_version_refused", "Versions refused at load",
+                               registry=r)
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.latency.labels(method).observe(seconds)
+        self.requests.labels(method, code).inc()
+        if code != "OK":
+            self.errors.labels(method, code).inc()
+
+    def serving(self, version: str) -> None:
+        self.version.clear()
+        self.version.labels(version).set(1)
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint; return the port it bound."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_port

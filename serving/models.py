@@ -1,0 +1,101 @@
+"""The ONNX models the service runs: the per-request composer and the cold-start encoder.
+
+Sessions use one intra-op thread: requests are tiny and already run in parallel on the gRPC
+worker threads, and a thread pool per call would only add hand-offs (ONNX Runtime's ``run`` is
+thread-safe and releases the GIL).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from xemb.errors import VersionIntegrityError
+from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOSER_OUTPUTS
+
+__all__ = ["Composer", "ColdStartEncoder", "session"]
+
+
+def session(path: Path, needs: tuple[str, ...] = (), gives: tuple[str, ...] = ()
+            ) -> ort.InferenceSession:
+    """Open one model on the CPU and check its signature names."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise VersionIntegrityError(f"{path.name}: cannot load ONNX model: {exc}") from exc
+    inputs = {i.name for i in sess.get_inputs()}
+    outputs = {o.name for o in sess.get_outputs()}
+    if not set(needs) <= inputs or not set(gives) <= outputs:
+        raise VersionIntegrityError(f"{path.name}: inputs {sorted(inputs)} / outputs "
+                                    f"{sorted(outputs)}, expected {needs} / {gives}")
+    return sess
+
+
+class Composer:
+    """Behaviour history -> user-intent vector and intent weights, for one target domain."""
+
+    def __init__(self, path: Path, max_len: int, d: int, m: int) -> None:
+        self.sess = session(path, COMPOSER_INPUTS, COMPOSER_OUTPUTS)
+        self.max_len, self.d, self.m = max_len, d, m
+
+    def inputs(self, full: np.ndarray, domain: np.ndarray, intents: np.ndarray,
+               intent_w: np.ndarray, target: int) -> dict[str, np.ndarray]:
+        """Right-align the most recent ``max_len`` items (padding in front), batch of one."""
+        L, n = self.max_len, min(len(full), self.max_len)
+        feed = {
+            "hist_vec": np.zeros((1, L, self.d), np.float32),
+            "hist_domain": np.zeros((1, L), np.int64),
+            "hist_mask": np.zeros((1, L), np.float32),
+            "hist_intents": np.zeros((1, L, self.m), np.int64),
+            "hist_intent_w": np.zeros((1, L, self.m), np.float32),
+            "target_domain": np.array([target], np.int64),
+        }
+        if n:
+            feed["hist_vec"][0, L - n:] = full[-n:]
+            feed["hist_domain"][0, L - n:] = domain[-n:]
+            feed["hist_mask"][0, L - n:] = 1.0
+            feed["hist_intents"][0, L - n:] = intents[-n:]
+            feed["hist_intent_w"][0, L - n:] = intent_w[-n:]
+        return feed
+
+    def run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        user_vec, weights = self.sess.run(list(COMPOSER_OUTPUTS), feed)
+        return user_vec[0], weights[0]
+
+
+class ColdStartEncoder:
+    """Item text -> semantic vector (frozen encoder) -> transferable/residual/full (adapter)."""
+
+    def __init__(self, encoder_dir: Path, adapter: Path) -> None:
+        from tokenizers import Tokenizer
+
+        meta = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
+        self.tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(meta.get("max_length", 64)))
+        pad = meta.get("pad_token") or "[PAD]"
+        pad_id = meta.get("pad_token_id", self.tokenizer.token_to_id(pad) or 0)
+        self.tokenizer.enable_padding(pad_id=int(pad_id), pad_token=pad)
+        self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"))
+        self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
+        self.adapter = session(adapter, ADAPTER_INPUTS, ADAPTER_OUTPUTS)
+
+    def semantic(self, texts: list[str]) -> np.ndarray:
+        encs = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encs], np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encs],
+                                                             np.int64)}
+        if "token_type_ids" in self.encoder_inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        return self.encoder.run(None, feed)[0].astype(np.float32, copy=False)
+
+    def adapt(self, semantic: np.ndarray, domain: int) -> dict[str, np.ndarray]:
+        feed = {"semantic": semantic, "domain": np.full(len(semantic), domain, np.int64)}
+        outs = self.adapter.run(list(ADAPTER_OUTPUTS), feed)
+        return dict(zip(ADAPTER_OUTPUTS, outs, strict=True))

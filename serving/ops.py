@@ -1,0 +1,108 @@
+"""What each method computes, on one loaded version and already-checked NumPy inputs.
+
+No protobuf here: the servicer translates messages in and out, so these functions are what a
+batch job or a test can call directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.version import LoadedVersion
+from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
+
+__all__ = ["Composed", "embeddings", "compose", "retrieve", "encode"]
+
+
+def embeddings(v: LoadedVersion, ids: np.ndarray,
+               part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``part`` for ``ids`` (zeros where not found), found flags, domain codes."""
+    rows, found = v.items.lookup(ids)
+    table = v.items.parts[part]
+    if found.all():
+        return table[rows], found, v.items.domain[rows]
+    out = np.zeros((len(ids), table.shape[1]), dtype=table.dtype)
+    out[found] = table[rows[found]]
+    return out, found, np.where(found, v.items.domain[rows], -1)
+
+
+@dataclass
+class Composed:
+    vector: np.ndarray
+    intents: list[tuple[int, str, float]]
+    stored: bool
+    unknown: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    used: int = 0
+
+
+def _top(v: LoadedVersion, weights: np.ndarray, n: int) -> list[tuple[int, str, float]]:
+    n = min(n, len(weights))
+    top = np.argpartition(-weights, n - 1)[:n]
+    top = top[np.argsort(-weights[top], kind="stable")]
+    return [(int(i), v.intents.labels[i], float(weights[i])) for i in top]
+
+
+def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.ndarray
+            ) -> Composed:
+    row = v.users.get(user_id, target)
+    if row is None:
+        raise NotFound(f"user_id: unknown user {user_id!r} for domain "
+                       f"{v.domains[target]!r} and no known item in the history")
+    pairs = list(zip(v.users.top_ids[row], v.users.top_w[row], strict=False))[:top]
+    intents = [(int(i), v.intents.labels[int(i)], float(w)) for i, w in pairs]
+    return Composed(v.users.vectors[row], intents, stored=True, unknown=unknown)
+
+
+def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
+            top: int) -> Composed:
+    """User-intent vector for ``target``: composed from the known part of ``history``, else the
+    vector stored for ``user_id``. Unknown history ids are skipped and reported."""
+    rows, found = v.items.lookup(history)
+    unknown = history[~found]
+    rows = rows[found][-v.composer.max_len:]
+    if len(rows) == 0:
+        if user_id:
+            return _stored(v, user_id, target, top, unknown)
+        if len(history):
+            raise FailedPrecondition(f"history.item_ids: none of the {len(history)} items is "
+                                     f"known in version {v.version}, and no user_id")
+        raise InvalidArgument("give a history or a user_id", field="history")
+    it = v.items
+    feed = v.composer.inputs(it.parts["full"][rows], it.domain[rows], it.intent_ids[rows],
+                             it.intent_w[rows], target)
+    vector, weights = v.composer.run(feed)
+    return Composed(vector, _top(v, weights, top), stored=False, unknown=unknown,
+                    used=len(rows))
+
+
+def item_query(v: LoadedVersion, item_id: int) -> np.ndarray:
+    rows, found = v.items.lookup(np.array([item_id], np.int64))
+    if not found[0]:
+        raise NotFound(f"item_id: unknown item {item_id}")
+    return v.items.parts["full"][rows[0]]
+
+
+def retrieve(v: LoadedVersion, query: np.ndarray, target: int, k: int,
+             exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    return v.indexes[target].search(q, k, exclude)
+
+
+def encode(v: LoadedVersion, texts: list[str], target: int, batch: int,
+           alive: Callable[[], None]) -> dict[str, np.ndarray]:
+    """Cold-start vectors; ``alive`` raises when the deadline passed (checked per batch)."""
+    if v.encoder is None:
+        raise FailedPrecondition(f"version {v.version} has no cold-start encoder "
+                                 f"(built with encoder.export_onnx: false)")
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
+    chunks = []
+    for start in range(0, len(texts), batch):
+        alive()
+        chunks.append(v.encoder.semantic([texts[i] for i in order[start:start + batch]]))
+    semantic = np.empty_like(np.concatenate(chunks))
+    semantic[order] = np.concatenate(chunks)
+    alive()
+    return v.encoder.adapt(semantic, target)

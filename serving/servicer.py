@@ -1,0 +1,132 @@
+"""The xemb.v1.EmbeddingService methods: messages in, checks, operations, messages out.
+
+Each method takes the version reference once (``self.holder.get``) and uses it to the end, so a
+hot swap never changes a response half-way. Errors are raised, never caught here: the status
+interceptor maps them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import grpc
+import numpy as np
+
+from serving import ops
+from serving import validation as check
+from serving.holder import VersionHolder
+from serving.version import LoadedVersion
+from serving.wire import to_tensor
+from xemb.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from xemb.settings.serving import ServingConfig
+from xemb.v1 import xemb_pb2 as pb
+from xemb.v1 import xemb_pb2_grpc as pb_grpc
+
+__all__ = ["EmbeddingServicer", "deadline_guard"]
+
+
+def deadline_guard(context: grpc.ServicerContext):
+    """A callable that raises DeadlineExceeded once the caller's deadline has passed."""
+    def alive() -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("deadline expired before the work finished")
+    return alive
+
+
+def _intent_msg(intents: list[tuple[int, str, float]]) -> list[pb.Intent]:
+    return [pb.Intent(intent_id=i, label=label, weight=w) for i, label, w in intents]
+
+
+class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
+    def __init__(self, holder: VersionHolder, config: ServingConfig) -> None:
+        self.holder, self.cfg = holder, config
+        self._encode_slots = threading.BoundedSemaphore(config.max_concurrent_encodes)
+
+    def GetItemEmbeddings(self, request, context):
+        v = self.holder.get(request.version)
+        ids = check.ids(request.item_ids, "item_ids", self.cfg.max_ids)
+        vectors, found, domains = ops.embeddings(v, ids, check.part(request.part))
+        names = [v.domains[c] if c >= 0 else "" for c in domains.tolist()]
+        return pb.GetItemEmbeddingsResponse(vectors=to_tensor(vectors), found=found.tolist(),
+                                            version=v.version, domains=names)
+
+    def _compose(self, v: LoadedVersion, request: pb.ComposeUserIntentRequest, target: int,
+                 prefix: str = "") -> ops.Composed:
+        history = check.history(v, request.history, self.cfg, prefix + "history")
+        user = check.user_id(request.user_id, prefix + "user_id")
+        top = check.top_intents(v, request.top_intents, prefix + "top_intents")
+        return ops.compose(v, history, target, user, top)
+
+    def ComposeUserIntent(self, request, context):
+        v = self.holder.get(request.version)
+        target = check.domain(v, request.target_domain, "target_domain")
+        out = self._compose(v, request, target)
+        source = pb.INTENT_SOURCE_STORED if out.stored else pb.INTENT_SOURCE_COMPOSED
+        return pb.ComposeUserIntentResponse(
+            user_vector=to_tensor(out.vector), intents=_intent_msg(out.intents),
+            version=v.version, source=source, unknown_item_ids=out.unknown.tolist(),
+            items_used=out.used)
+
+    def Retrieve(self, request, context):
+        v = self.holder.get(request.version)
+        target = check.domain(v, request.domain, "domain")
+        k = check.k(request.k, self.cfg)
+        exclude = check.ids(request.exclude_ids, "exclude_ids", self.cfg.max_ids,
+                            allow_empty=True)
+        query = self._query(v, request, target)
+        if request.WhichOneof("query") == "item_id":
+            exclude = np.append(exclude, np.int64(request.item_id))
+        ids, scores, exact = ops.retrieve(v, query, target, k, exclude)
+        return pb.RetrieveResponse(item_ids=ids.tolist(), scores=scores.tolist(),
+                                   version=v.version, exact=exact)
+
+    def _query(self, v: LoadedVersion, request: pb.RetrieveRequest, target: int) -> np.ndarray:
+        kind = request.WhichOneof("query")
+        if kind == "vector":
+            return check.query_vector(v, request.vector)
+        if kind == "item_id":
+            return ops.item_query(v, request.item_id)
+        if kind == "user":
+            return self._compose(v, request.user, target, "user.").vector
+        raise InvalidArgument("set one of vector, item_id, user", field="query")
+
+    def EncodeItems(self, request, context):
+        v = self.holder.get(request.version)
+        target = check.domain(v, request.domain, "domain")
+        texts = check.texts(request.texts, self.cfg)
+        if not self._encode_slots.acquire(blocking=False):
+            raise ResourceExhausted(f"{self.cfg.max_concurrent_encodes} EncodeItems calls "
+                                    "already running; retry later")
+        try:
+            parts = ops.encode(v, texts, target, self.cfg.encode_batch_size,
+                               deadline_guard(context))
+        finally:
+            self._encode_slots.release()
+        return pb.EncodeItemsResponse(**{p: to_tensor(a) for p, a in parts.items()},
+                                      version=v.version)
+
+    def _info(self, v: LoadedVersion) -> pb.VersionInfo:
+        m = v.manifest
+        return pb.VersionInfo(
+            version=m.version, created_at=m.created_at, domains=m.domains, dims=m.dims,
+            counts=m.counts, serving=v is self.holder.current, loaded=True,
+            current=self.holder.store.current_or_none() == m.version,
+            params_json=json.dumps(m.params, sort_keys=True, default=str))
+
+    def GetVersion(self, request, context):
+        return self._info(self.holder.get(request.version))
+
+    def ListVersions(self, request, context):
+        loaded = set(self.holder.loaded_ids())
+        current = self.holder.store.current_or_none()
+        out = []
+        for m in map(self.holder.store.manifest, self.holder.store.list_ids()):
+            if m.version in loaded:
+                out.append(self._info(self.holder.get(m.version)))
+            else:
+                out.append(pb.VersionInfo(version=m.version, created_at=m.created_at,
+                                          domains=m.domains, dims=m.dims, counts=m.counts,
+                                          current=m.version == current))
+        return pb.ListVersionsResponse(versions=out, serving=self.holder.current.version)

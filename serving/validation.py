@@ -1,0 +1,109 @@
+"""Request checks: each failure is an InvalidArgument whose message starts with the field.
+
+Checks run before any work and return NumPy arrays the operations can use directly; they know
+the limits (ServingConfig) and the version the request was pinned to (domains, width).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.version import LoadedVersion
+from serving.wire import from_tensor
+from xemb.errors import InvalidArgument
+from xemb.settings.serving import ServingConfig
+from xemb.v1 import xemb_pb2 as pb
+
+__all__ = ["ids", "domain", "history", "top_intents", "k", "query_vector", "texts", "part",
+           "user_id"]
+
+MAX_USER_ID_CHARS = 256
+PARTS = {pb.PART_FULL: "full", pb.PART_TRANSFERABLE: "transferable",
+         pb.PART_RESIDUAL: "residual"}
+
+
+def ids(values, field: str, limit: int, *, allow_empty: bool = False) -> np.ndarray:
+    """A repeated int64 field as an int64 array, bounded in length."""
+    n = len(values)
+    if n == 0 and not allow_empty:
+        raise InvalidArgument("must not be empty", field=field)
+    if n > limit:
+        raise InvalidArgument(f"{n} ids, at most {limit} per call", field=field)
+    return np.fromiter(values, dtype=np.int64, count=n)
+
+
+def part(value: int) -> str:
+    if value not in PARTS:
+        raise InvalidArgument(f"unknown part {value}", field="part")
+    return PARTS[value]
+
+
+def domain(v: LoadedVersion, name: str, field: str) -> int:
+    code = v.domain_id(name) if name else None
+    if code is None:
+        what = f"unknown domain {name!r}" if name else "required"
+        raise InvalidArgument(f"{what} (known: {', '.join(v.domains)})", field=field)
+    return code
+
+
+def user_id(value: str, field: str) -> str:
+    if len(value) > MAX_USER_ID_CHARS:
+        raise InvalidArgument(f"{len(value)} characters, at most {MAX_USER_ID_CHARS}",
+                              field=field)
+    return value
+
+
+def history(v: LoadedVersion, h: pb.History, cfg: ServingConfig,
+            prefix: str = "history") -> np.ndarray:
+    """Item ids oldest first (sorted by timestamp when given), checked for length and shape."""
+    items = ids(h.item_ids, f"{prefix}.item_ids", cfg.max_sequence_len, allow_empty=True)
+    n = len(items)
+    if len(h.domains) not in (0, n):
+        raise InvalidArgument(f"{len(h.domains)} values for {n} items", field=f"{prefix}.domains")
+    for i, name in enumerate(h.domains):
+        if v.domain_id(name) is None:
+            raise InvalidArgument(f"unknown domain {name!r} (known: {', '.join(v.domains)})",
+                                  field=f"{prefix}.domains[{i}]")
+    if len(h.timestamps) not in (0, n):
+        raise InvalidArgument(f"{len(h.timestamps)} values for {n} items",
+                              field=f"{prefix}.timestamps")
+    if len(h.timestamps):
+        items = items[np.argsort(np.fromiter(h.timestamps, np.int64, n), kind="stable")]
+    return items
+
+
+def top_intents(v: LoadedVersion, value: int, field: str = "top_intents") -> int:
+    n = len(v.intents.labels)
+    if value < 0 or value > n:
+        raise InvalidArgument(f"{value} is outside 0..{n}", field=field)
+    return value or int(v.manifest.params["top_intents"])
+
+
+def k(value: int, cfg: ServingConfig) -> int:
+    if not 1 <= value <= cfg.max_k:
+        raise InvalidArgument(f"{value} is outside 1..{cfg.max_k}", field="k")
+    return value
+
+
+def query_vector(v: LoadedVersion, tensor: pb.Tensor, field: str = "vector") -> np.ndarray:
+    arr = from_tensor(tensor, field, width=v.dim, finite=True)
+    if arr.ndim != 1 and not (arr.ndim == 2 and arr.shape[0] == 1):
+        raise InvalidArgument(f"shape {list(arr.shape)}, expected [{v.dim}]",
+                              field=f"{field}.shape")
+    return arr.reshape(-1)
+
+
+def texts(values, cfg: ServingConfig) -> list[str]:
+    out = list(values)
+    if not out:
+        raise InvalidArgument("must not be empty", field="texts")
+    if len(out) > cfg.max_encode_texts:
+        raise InvalidArgument(f"{len(out)} texts, at most {cfg.max_encode_texts} per call",
+                              field="texts")
+    for i, text in enumerate(out):
+        if not text.strip():
+            raise InvalidArgument("empty text", field=f"texts[{i}]")
+        if len(text) > cfg.max_text_chars:
+            raise InvalidArgument(f"{len(text)} characters, at most {cfg.max_text_chars}",
+                                  field=f"texts[{i}]")
+    return out
