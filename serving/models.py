@@ -79,9 +79,9 @@ class ColdStartEncoder:
         meta = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
         self.tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(int(meta.get("max_length", 64)))
-        pad = meta.get("pad_token") or "[PAD]"
-        pad_id = meta.get("pad_token_id", self.tokenizer.token_to_id(pad) or 0)
-        self.tokenizer.enable_padding(pad_id=int(pad_id), pad_token=pad)
+        pad_id = int(meta.get("pad_id", 0))
+        self.tokenizer.enable_padding(pad_id=pad_id,
+                                      pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
         self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"))
         self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         self.adapter = session(adapter, ADAPTER_INPUTS, ADAPTER_OUTPUTS)
