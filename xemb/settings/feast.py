@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class FeastConfig(BaseModel):
@@ -19,3 +19,9 @@ class FeastConfig(BaseModel):
     """Feast Redis connection string (``host:port[,password=...]``)."""
     repo_path: Path | None = None
     """Feature repo folder; default: the ``feature_repo`` package shipped with xemb."""
+    write_batch_size: int = Field(1000, ge=1)
+    """Rows per online-store write (one SQLite commit, one Redis pipeline)."""
+    registry_cache_ttl_seconds: int = Field(0, ge=0)
+    """How long a reader caches the Feast registry; 0 = load once. Definitions do not change
+    between versions (the version switch happens in the online store), so readers need a
+    refresh only after an xemb upgrade changed them."""

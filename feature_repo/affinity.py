@@ -1,0 +1,80 @@
+"""Request-time affinity between a user-intent vector and an item's ``full`` vector.
+
+``item_user_affinity`` is the body of the on-demand feature view. Feast stores its source
+text in the registry and re-executes it in a bare namespace on every reader, so the body
+only imports this module; the math and the input checks live here, in the installed package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xemb.errors import InvalidArgument
+
+__all__ = ["item_user_affinity", "affinity_columns"]
+
+_FULL_KEYS = ("full", "item_embeddings__full")
+_USER_KEYS = ("user_vector", "user_vector_request__user_vector")
+
+
+def item_user_affinity(inputs: dict) -> dict:
+    from feature_repo.affinity import affinity_from_inputs
+
+    return affinity_from_inputs(inputs)
+
+
+def _pick(inputs: dict[str, Any], keys: tuple[str, ...]) -> Sequence[Any]:
+    for key in keys:
+        if key in inputs:
+            return inputs[key]
+    raise InvalidArgument(f"missing input column (have {sorted(inputs)})", field=keys[0])
+
+
+def affinity_from_inputs(inputs: dict[str, Any]) -> dict[str, list[float | None]]:
+    return affinity_columns(_pick(inputs, _FULL_KEYS), _pick(inputs, _USER_KEYS))
+
+
+def _request_vector(value: Any, row: int, dim: int | None) -> np.ndarray:
+    """One request vector as float64, or InvalidArgument naming the row and the problem."""
+    field = "user_vector"
+    if value is None:
+        raise InvalidArgument(f"row {row}: missing (pass one vector per entity row)", field=field)
+    try:
+        vec = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"row {row}: not a list of numbers ({exc})", field=field) from exc
+    if vec.ndim != 1:
+        raise InvalidArgument(f"row {row}: expected a flat vector, got shape {vec.shape}",
+                              field=field)
+    if dim is not None and vec.shape[0] != dim:
+        raise InvalidArgument(f"row {row}: expected {dim} values (the item vector width), "
+                              f"got {vec.shape[0]}", field=field)
+    if not np.isfinite(vec).all():
+        raise InvalidArgument(f"row {row}: contains NaN or infinite values", field=field)
+    return vec
+
+
+def affinity_columns(full: Sequence[Any], user: Sequence[Any]) -> dict[str, list[float | None]]:
+    """Dot product and cosine per row; ``None`` where the item is unknown.
+
+    Cosine is 0.0 when either vector has zero norm (never NaN).
+    """
+    if len(full) != len(user):
+        raise InvalidArgument(f"{len(user)} request vectors for {len(full)} rows",
+                              field="user_vector")
+    dots: list[float | None] = [None] * len(full)
+    coss: list[float | None] = [None] * len(full)
+    for row, (item_vec, user_vec) in enumerate(zip(full, user)):
+        dim = None if item_vec is None else len(item_vec)
+        u = _request_vector(user_vec, row, dim)
+        if item_vec is None:
+            continue
+        f = np.asarray(item_vec, dtype=np.float64)
+        dot = float(u @ f)
+        norm = float(np.linalg.norm(u) * np.linalg.norm(f))
+        dots[row] = dot
+        coss[row] = dot / norm if norm > 0.0 else 0.0
+    return {"affinity_dot": dots, "affinity_cosine": coss}

@@ -1,0 +1,22 @@
+"""Entry point of ``feast apply`` run in this folder: the xemb objects for ``$XEMB_ROOT``.
+
+    cd feature_repo && XEMB_ROOT=/path/to/root feast apply
+    XEMB_ROOT=/path/to/root feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)
+
+``xemb build`` registers the very same objects (``repo.build_definitions``) for its root.
+"""
+
+import os
+
+from feature_repo.repo import build_definitions
+from xemb.errors import ConfigError
+
+_root = os.environ.get("XEMB_ROOT")
+if not _root:
+    raise ConfigError("set XEMB_ROOT to the xemb build root (the folder holding CURRENT)")
+_defs = build_definitions(_root)
+
+item, user, target_domain, intent = _defs.entities
+item_embeddings, user_intents, atomic_intents = _defs.views
+(item_user_affinity,) = _defs.on_demand
+xemb_ranking, xemb_items, xemb_users, xemb_intents = _defs.services

@@ -1,0 +1,248 @@
+"""A Feast online store that serves exactly one complete version at a time.
+
+Feast's own stores write in place and not atomically (Redis: a non-transactional pipeline;
+SQLite: a commit per batch), so a materialization that dies half-way would leave a mix of
+two versions. This store wraps them (``backend: sqlite|redis``) and keeps every version in
+its own slot (see ``slots.py``):
+
+* writes are routed by each row's ``xemb_version`` feature into that version's slot;
+* a slot becomes *ready* only after all its rows are written and verified;
+* every ``get_online_features`` call resolves ``<root>/CURRENT`` (the pointer the build
+  flips with one ``os.replace`` after publishing) once, and reads all views from that slot.
+
+So a reader sees the old version until CURRENT moves, then the new one, never a mix, and
+the feature names never change. Configure it in ``feature_store.yaml``::
+
+    online_store:
+      type: feature_repo.online_store.XembOnlineStore
+      root: ${XEMB_ROOT}
+      backend: sqlite            # or redis, with connection_string: host:port
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from feast import Entity, FeatureView
+from feast.infra.online_stores.online_store import OnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from pydantic import Field, StrictStr
+
+from feature_repo import names
+from feature_repo.entities import check_entity_rows
+from feature_repo.slots import RedisSlots, Slots, SqliteSlots
+from feature_repo.verify import expected_rows, verify_slot
+from xemb.errors import FailedPrecondition, InvalidArgument, NoCurrentVersion, Unavailable
+from xemb.store import VersionStore
+
+__all__ = ["XembOnlineStore", "XembOnlineStoreConfig"]
+
+log = logging.getLogger(__name__)
+_PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("xemb_slot", default=None)
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+
+
+class XembOnlineStoreConfig(FeastConfigBaseModel):
+    type: Literal["feature_repo.online_store.XembOnlineStore"] = (
+        "feature_repo.online_store.XembOnlineStore")
+    root: StrictStr
+    """The xemb root: ``CURRENT`` there picks the version readers get."""
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    """Feast store that holds the slots."""
+    connection_string: StrictStr = "localhost:6379"
+    """``backend: redis``: Feast Redis connection string (``host:port[,password=...]``)."""
+    write_batch_size: int = Field(1000, gt=0)
+    """Rows per write call to the backend (one SQLite commit / one Redis pipeline)."""
+
+
+class _Pointer:
+    """``<root>/CURRENT``, re-read only when the file changed (os.replace gives a new inode)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "CURRENT"
+        self._key: tuple[int, int, int] | None = None
+        self._value = ""
+
+    def read(self) -> str:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise NoCurrentVersion(f"no published version under {self.path.parent}") from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key != self._key:
+            self._value, self._key = self.path.read_text(encoding="utf-8").strip(), key
+        return self._value
+
+
+class XembOnlineStore(OnlineStore):
+    """Slot-per-version wrapper around Feast's SQLite or Redis online store."""
+
+    def __init__(self) -> None:
+        self._slots: Slots | None = None
+        self._pointer: _Pointer | None = None
+        self._ready: set[str] = set()
+        self._written: Counter[tuple[str, str]] = Counter()
+        self._views: dict[str, FeatureView] = {}
+        self._derived: dict[str, tuple[RepoConfig, RepoConfig]] = {}
+
+    # ---- plumbing ------------------------------------------------------------------
+    def slots(self, config: RepoConfig) -> Slots:
+        if self._slots is None:
+            oc = config.online_store
+            self._slots = (SqliteSlots(Path(oc.root)) if oc.backend == "sqlite"
+                           else RedisSlots(oc.connection_string, config.project))
+        return self._slots
+
+    def slot_config(self, config: RepoConfig, slot: str) -> RepoConfig:
+        cached = self._derived.get(slot)
+        if cached is None or cached[0] is not config:
+            cached = (config, self.slots(config).config_for(config, slot))
+            self._derived[slot] = cached
+        return cached[1]
+
+    def _backend_call(self, config: RepoConfig, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except self.slots(config).transient_errors as exc:
+            raise Unavailable(f"online store ({config.online_store.backend}) "
+                              f"unreachable: {exc}") from exc
+
+    # ---- reading -------------------------------------------------------------------
+    def current_slot(self, config: RepoConfig) -> str:
+        """The CURRENT version, checked once per version to be materialized and verified."""
+        if self._pointer is None:
+            self._pointer = _Pointer(Path(config.online_store.root))
+        version = self._pointer.read()
+        if version not in self._ready:
+            if self._backend_call(config, lambda: self.slots(config).ready_info(version)) is None:
+                raise FailedPrecondition(
+                    f"version {version} is CURRENT under {config.online_store.root} but is not "
+                    f"materialized in the Feast online store ({config.online_store.backend}); "
+                    f"run `python -m feature_repo publish` for it")
+            self._ready.add(version)
+        return version
+
+    def get_online_features(self, config: RepoConfig, features: Any, entity_rows: Any,
+                            registry: Any, project: str, full_feature_names: bool = False,
+                            include_feature_view_version_metadata: bool = False) -> Any:
+        check_entity_rows(registry, project, entity_rows)
+        token = _PINNED.set(self.current_slot(config))
+        try:
+            return super().get_online_features(
+                config, features, entity_rows, registry, project,
+                full_feature_names=full_feature_names,
+                include_feature_view_version_metadata=include_feature_view_version_metadata)
+        finally:
+            _PINNED.reset(token)
+
+    def _read_features_per_fv(self, config: RepoConfig, grouped_refs: list, *args: Any) -> None:
+        slot = _PINNED.get() or self.current_slot(config)
+        store = self.slots(config).store_for(slot)
+        self._backend_call(config, lambda: store._read_features_per_fv(  # noqa: SLF001
+            self.slot_config(config, slot), grouped_refs, *args))
+
+    def online_read(self, config: RepoConfig, table: FeatureView,
+                    entity_keys: list[EntityKeyProto],
+                    requested_features: list[str] | None = None) -> list:
+        slot = _PINNED.get() or self.current_slot(config)
+        store = self.slots(config).store_for(slot)
+        return self._backend_call(config, lambda: store.online_read(
+            self.slot_config(config, slot), table, entity_keys, requested_features))
+
+    # ---- writing -------------------------------------------------------------------
+    def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
+                           progress: Callable[[int], Any] | None) -> None:
+        known = set(VersionStore(config.online_store.root).list_ids())
+        for version, rows in _by_version(table, data).items():
+            if version not in known:
+                log.warning("skipping %d %s rows of version %s: not under the root",
+                            len(rows), table.name, version)
+                continue
+            self._views[table.name] = table
+            self.write_slot(config, version, table, rows, progress)
+            self._finalize_if_complete(config, version)
+
+    def write_slot(self, config: RepoConfig, slot: str, table: FeatureView, rows: list[Row],
+                   progress: Callable[[int], Any] | None) -> None:
+        slots = self.slots(config)
+        self._backend_call(config, lambda: slots.prepare(config, slot, table))
+        size = config.online_store.write_batch_size
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            self._backend_call(config, lambda c=chunk: self._write_chunk(config, slot, table, c,
+                                                                          progress))
+            self._written[(slot, table.name)] += len(chunk)
+
+    def _write_chunk(self, config: RepoConfig, slot: str, table: FeatureView, chunk: list[Row],
+                     progress: Callable[[int], Any] | None) -> None:
+        store = self.slots(config).store_for(slot)
+        store.online_write_batch(self.slot_config(config, slot), table, chunk, progress)
+
+    def _finalize_if_complete(self, config: RepoConfig, version: str) -> None:
+        """Verify and mark a slot ready once every row of every view went through here.
+
+        This is what makes a plain ``feast materialize-incremental`` publish a version; the
+        xemb build calls :meth:`finalize` itself.
+        """
+        vstore = VersionStore(config.online_store.root)
+        expected = expected_rows(vstore, version)
+        if all(self._written[(version, v)] >= n for v, n in expected.items()) and \
+                all(v in self._views for v in expected):
+            self.finalize(config, version, self._views)
+
+    def finalize(self, config: RepoConfig, version: str,
+                 views: dict[str, FeatureView]) -> dict[str, Any]:
+        """Verify ``version``'s slot (row counts + spot values); mark it ready; return info."""
+        slots = self.slots(config)
+        info = slots.ready_info(version)
+        if info is None:
+            vstore = VersionStore(config.online_store.root)
+            info = verify_slot(self, config, vstore, version, views)
+            self._backend_call(config, lambda: slots.mark_ready(version, info))
+        return info
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def drop_slot(self, config: RepoConfig, slot: str) -> None:
+        self._backend_call(config, lambda: self.slots(config).drop(config, slot))
+        self._ready.discard(slot)
+        self._derived.pop(slot, None)
+        for key in [k for k in self._written if k[0] == slot]:
+            del self._written[key]
+
+    def update(self, config: RepoConfig, tables_to_delete: Sequence[FeatureView],
+               tables_to_keep: Sequence[FeatureView], entities_to_delete: Sequence[Entity],
+               entities_to_keep: Sequence[Entity], partial: bool) -> None:
+        """Tables are created per slot on first write; deleted views go from every slot."""
+        if not tables_to_delete:
+            return
+        slots = self.slots(config)
+        for slot in slots.list():
+            slots.store_for(slot).update(self.slot_config(config, slot), tables_to_delete, [],
+                                         entities_to_delete, [], partial)
+
+    def teardown(self, config: RepoConfig, tables: Sequence[FeatureView],
+                 entities: Sequence[Entity]) -> None:
+        for slot in self.slots(config).list():
+            self.drop_slot(config, slot)
+
+
+def _by_version(table: FeatureView, data: list[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for row in data:
+        value = row[1].get(names.VERSION_FIELD)
+        version = value.string_val if value is not None else ""
+        if not version:
+            raise InvalidArgument(f"{table.name}: a row has no {names.VERSION_FIELD}; "
+                                  "materialize from the xemb offline source only",
+                                  field=names.VERSION_FIELD)
+        out.setdefault(version, []).append(row)
+    return out

@@ -1,0 +1,90 @@
+"""Publishing one committed version into Feast: the step ``xemb build`` runs before CURRENT.
+
+Steps: export the version's rows into the offline history, (re)write the generated
+``feature_store.yaml``, ``apply`` the definitions, ``materialize`` exactly the version's
+publish instant into its own online slot, verify the slot (counts + spot values) and mark it
+ready, drop slots of versions no longer on disk. Nothing here changes what readers see;
+the build's ``VersionStore.set_current`` does, in one os.replace.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from feature_repo import names
+from xemb.errors import FailedPrecondition, XembError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from xemb.settings import XembConfig
+    from xemb.store import VersionStore
+
+__all__ = ["publish_to_feast", "FeastPublishError"]
+
+
+class FeastPublishError(FailedPrecondition):
+    """Publishing a version into Feast failed; CURRENT stays on the previous version."""
+
+
+def _open(root: Path, cfg: XembConfig) -> FeatureStore:
+    from feast import FeatureStore
+
+    from feature_repo.repo_config import write_yaml
+
+    path = write_yaml(root, cfg.feast)
+    return FeatureStore(repo_path=str(path.parent), fs_yaml_file=path)
+
+
+def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str) -> list[str]:
+    online = fs._get_provider().online_store  # noqa: SLF001
+    present = set(store.list_ids()) | {keep}
+    stale = [s for s in online.slots(fs.config).list() if s not in present]
+    for slot in stale:
+        online.drop_slot(fs.config, slot)
+    return stale
+
+
+def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
+    from feature_repo.offline import export_version, publish_time
+    from feature_repo.repo import build_definitions
+
+    clock, out = time.perf_counter(), {}
+    manifest = store.manifest(version)
+    out["rows"] = export_version(store, version)
+    out["export_s"], clock = time.perf_counter() - clock, time.perf_counter()
+    fs = _open(store.root, cfg)
+    defs = build_definitions(store.root)
+    fs.apply(defs.objects())
+    out["apply_s"], clock = time.perf_counter() - clock, time.perf_counter()
+    ts = publish_time(manifest)
+    fs.materialize(start_date=ts, end_date=ts + timedelta(microseconds=1),
+                   feature_views=list(names.VIEWS))
+    out["materialize_s"], clock = time.perf_counter() - clock, time.perf_counter()
+    online = fs._get_provider().online_store  # noqa: SLF001
+    online.finalize(fs.config, version, {v.name: v for v in defs.views})
+    out["verify_s"] = time.perf_counter() - clock
+    out["dropped_slots"] = _drop_stale_slots(fs, store, version)
+    total = sum(out["rows"].values())
+    out["rows_per_s"] = total / max(out["materialize_s"], 1e-9)
+    return out
+
+
+def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
+    """Make ``version`` servable through Feast; call after commit, before set_current.
+
+    Returns timings and row counts for the manifest metrics. Re-running it after a crash is
+    safe: the slot is rewritten with the same values and verified again.
+    """
+    if not cfg.feast.enabled:
+        return {"enabled": False}
+    try:
+        return {"enabled": True, **_publish(cfg, store, version)}
+    except XembError:
+        raise
+    except Exception as exc:
+        raise FeastPublishError(f"publishing version {version} into Feast failed: "
+                                f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,30 @@
+"""A file registry written with os.replace, so a reader never parses a half-written file.
+
+Feast's FileRegistryStore rewrites the registry in place; every ``apply`` and every
+``materialize`` (which records its interval) would race readers refreshing their cache.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+
+from feast.infra.registry.file import FileRegistryStore
+from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
+from feast.utils import _utc_now
+
+__all__ = ["AtomicFileRegistryStore"]
+
+
+class AtomicFileRegistryStore(FileRegistryStore):
+    def _write_registry(self, registry_proto: RegistryProto) -> None:
+        registry_proto.version_id = str(uuid.uuid4())
+        registry_proto.last_updated.FromDatetime(_utc_now())
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(f".{self._filepath.name}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(registry_proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._filepath)
