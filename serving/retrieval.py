@@ -55,7 +55,7 @@ class DomainIndex:
     def search(self, query: np.ndarray, k: int,
                exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Top-k (ids, scores, exact?) by inner product, ``exclude`` ids left out."""
-        exclude = exclude[np.isin(exclude, self.ids)] if len(exclude) else exclude
+        exclude = np.unique(exclude[np.isin(exclude, self.ids)]) if len(exclude) else exclude
         need = min(k + len(exclude), len(self.ids))
         if self.index is None or self.knobs.exact or need > self.knobs.ann_max_k:
             return (*self._exact(query, k, exclude), True)

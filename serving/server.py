@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -113,6 +114,7 @@ def create_server(config: XembConfig, root: str | Path | None = None, *,
                   port: int | None = None) -> tuple[XembServer, int]:
     """Load the current version and bind a server (not started); return it and its port."""
     cfg = config.serving
+    faiss.omp_set_num_threads(1)  # one query per call: OpenMP teams only add spin and hand-offs
     metrics = Metrics()
     holder = _holder(config, Path(root) if root else None, metrics)
     server = _grpc_server(cfg, metrics)

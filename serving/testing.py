@@ -1,0 +1,188 @@
+"""A small synthetic version with the real layout, for tests of the online path.
+
+Random vectors and hand-built ONNX graphs (a masked-mean composer, a linear adapter, a
+bag-of-words encoder with a word-level tokenizer) published through the real VersionStore, so
+the server loads it exactly as it loads a real build, in well under a second. Needs the
+``onnx`` package (``offline`` extra); nothing else in ``serving`` imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xemb import layout
+from xemb.store import Manifest, VersionStore
+
+__all__ = ["publish_synthetic", "SYNTH_DOMAINS"]
+
+SYNTH_DOMAINS = ["grocery", "kitchen"]
+WORDS = ("salt", "pepper", "tea", "coffee", "pan", "pot", "knife", "spoon", "olive", "oil",
+         "rice", "bowl", "cup", "mug", "jar")
+
+
+def _fixed(arr: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()),
+                                             arr.shape[1])
+
+
+def _onnx(path: Path, nodes: list, inputs: list, outputs: list, inits: list) -> None:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def _composer(path: Path, centroids: np.ndarray) -> None:
+    """user_vec = mean of hist_vec over the mask; intent_weights = softmax(user_vec . C)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    d = centroids.shape[1]
+    ins = [h.make_tensor_value_info("hist_vec", T.FLOAT, ["B", "L", d]),
+           h.make_tensor_value_info("hist_domain", T.INT64, ["B", "L"]),
+           h.make_tensor_value_info("hist_mask", T.FLOAT, ["B", "L"]),
+           h.make_tensor_value_info("hist_intents", T.INT64, ["B", "L", "M"]),
+           h.make_tensor_value_info("hist_intent_w", T.FLOAT, ["B", "L", "M"]),
+           h.make_tensor_value_info("target_domain", T.INT64, ["B"])]
+    outs = [h.make_tensor_value_info("user_vec", T.FLOAT, ["B", d]),
+            h.make_tensor_value_info("intent_weights", T.FLOAT, ["B", len(centroids)])]
+    inits = [nh.from_array(centroids.T.copy(), "ct"), nh.from_array(np.array([2], np.int64), "ax2"),
+             nh.from_array(np.array([1], np.int64), "ax1"), nh.from_array(np.float32(1e-6), "eps")]
+    nodes = [h.make_node("Unsqueeze", ["hist_mask", "ax2"], ["m3"]),
+             h.make_node("Mul", ["hist_vec", "m3"], ["masked"]),
+             h.make_node("ReduceSum", ["masked", "ax1"], ["s"], keepdims=0),
+             h.make_node("ReduceSum", ["hist_mask", "ax1"], ["n"], keepdims=1),
+             h.make_node("Add", ["n", "eps"], ["n1"]),
+             h.make_node("Div", ["s", "n1"], ["user_vec"]),
+             h.make_node("MatMul", ["user_vec", "ct"], ["logits"]),
+             h.make_node("Softmax", ["logits"], ["intent_weights"], axis=-1)]
+    _onnx(path, nodes, ins, outs, inits)
+
+
+def _adapter(path: Path, w_t: np.ndarray, w_r: np.ndarray) -> None:
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    s, d = w_t.shape
+    ins = [h.make_tensor_value_info("semantic", T.FLOAT, ["B", s]),
+           h.make_tensor_value_info("domain", T.INT64, ["B"])]
+    outs = [h.make_tensor_value_info(n, T.FLOAT, ["B", d]) for n in layout.ADAPTER_OUTPUTS]
+    nodes = [h.make_node("MatMul", ["semantic", "wt"], ["transferable"]),
+             h.make_node("MatMul", ["semantic", "wr"], ["residual"]),
+             h.make_node("Add", ["transferable", "residual"], ["full"])]
+    _onnx(path, nodes, ins, outs, [nh.from_array(w_t, "wt"), nh.from_array(w_r, "wr")])
+
+
+def _encoder(folder: Path, table: np.ndarray) -> None:
+    """Word-level tokenizer + masked mean of a word table, L2-normalised."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "encoder.json").write_text(json.dumps({"max_length": 16, "pad_id": 0}))
+    s = table.shape[1]
+    ins = [h.make_tensor_value_info(n, T.INT64, ["B", "T"]) for n in layout.ENCODER_INPUTS]
+    outs = [h.make_tensor_value_info("embedding", T.FLOAT, ["B", s])]
+    nodes = [h.make_node("Gather", ["table", "input_ids"], ["e"]),
+             h.make_node("Cast", ["attention_mask"], ["mf"], to=T.FLOAT),
+             h.make_node("Unsqueeze", ["mf", "ax2"], ["m3"]),
+             h.make_node("Mul", ["e", "m3"], ["em"]),
+             h.make_node("ReduceSum", ["em", "ax1"], ["sum"], keepdims=0),
+             h.make_node("LpNormalization", ["sum"], ["embedding"], axis=-1, p=2)]
+    inits = [nh.from_array(table, "table"), nh.from_array(np.array([2], np.int64), "ax2"),
+             nh.from_array(np.array([1], np.int64), "ax1")]
+    _onnx(folder / "model.onnx", nodes, ins, outs, inits)
+
+
+def _semantic(texts: list[str], table: np.ndarray) -> np.ndarray:
+    vocab = {w: i + 2 for i, w in enumerate(WORDS)}
+    out = np.stack([table[[vocab.get(w, 1) for w in t.split()]].sum(0) for t in texts])
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _items(rng: np.random.Generator, n: int, sem_table: np.ndarray, w_t: np.ndarray,
+           w_r: np.ndarray, centroids: np.ndarray, m: int) -> tuple[pa.Table, np.ndarray]:
+    texts = [" ".join(rng.choice(WORDS, 3)) for _ in range(n)]
+    sem = _semantic(texts, sem_table)
+    transferable = sem @ w_t
+    warm = np.arange(n) % 4 != 0  # every 4th item is cold: its vectors are text-only
+    residual = sem @ w_r + warm[:, None] * rng.normal(0, 0.1, (n, w_t.shape[1]))
+    residual = residual.astype(np.float32)
+    full = transferable + residual
+    logits = transferable @ centroids.T / 0.1
+    top = np.argsort(-logits, axis=1)[:, :m]
+    w = np.exp(np.take_along_axis(logits, top, 1) - logits.max(1, keepdims=True))
+    w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    domain = np.where(ids <= n // 3, SYNTH_DOMAINS[0], SYNTH_DOMAINS[1])
+    table = pa.table({
+        "item_id": ids, "domain": domain, "text": texts,
+        "full": _fixed(full), "transferable": _fixed(transferable), "residual": _fixed(residual),
+        "intent_ids": pa.array(top.tolist(), pa.list_(pa.int64())),
+        "intent_weights": pa.array(w.tolist(), pa.list_(pa.float32())), "warm": warm})
+    return table, full
+
+
+def _index(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
+    index = faiss.IndexIDMap(faiss.IndexHNSWFlat(vectors.shape[1], 16,
+                                                 faiss.METRIC_INNER_PRODUCT))
+    index.add_with_ids(np.ascontiguousarray(vectors), ids)
+    faiss.write_index(index, str(path))
+
+
+def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d: int = 16,
+                      version: str | None = None, make_current: bool = True) -> Manifest:
+    """Write, commit and (by default) make current a synthetic version under ``root``."""
+    rng = np.random.default_rng(seed)
+    store = VersionStore(root)
+    version, stage = store.new_staging(version)
+    s, k, m = 8, 8, 3
+    sem_table = rng.normal(size=(len(WORDS) + 2, s)).astype(np.float32)
+    w_t, w_r = (rng.normal(0, 0.5, (s, d)).astype(np.float32) for _ in range(2))
+    centroids = rng.normal(size=(k, d)).astype(np.float32)
+    items, full = _items(rng, n_items, sem_table, w_t, w_r, centroids, m)
+    pq.write_table(items, stage / layout.ITEMS)
+    pq.write_table(pa.table({
+        "intent_id": np.arange(k, dtype=np.int64), "vector": _fixed(centroids),
+        "label": [f"intent {i}" for i in range(k)], "support": np.ones(k, np.int64),
+        "domain_support": ["{}"] * k}), stage / layout.INTENTS)
+    users = rng.normal(size=(4, d)).astype(np.float32)
+    pq.write_table(pa.table({
+        "user_id": ["u1", "u1", "u2", "u2"], "target_domain": SYNTH_DOMAINS * 2,
+        "vector": _fixed(users), "top_intent_ids": [[0, 1, 2]] * 4,
+        "top_intent_weights": [[0.5, 0.3, 0.2]] * 4}), stage / layout.USERS)
+    _composer(stage / layout.COMPOSER_ONNX, centroids)
+    _adapter(stage / layout.ADAPTER_ONNX, w_t, w_r)
+    _encoder(stage / layout.ENCODER_DIR, sem_table)
+    domains = items.column("domain").to_numpy(zero_copy_only=False)
+    for name in SYNTH_DOMAINS:
+        rows = np.flatnonzero(domains == name)
+        _index(stage / layout.index_file(name), items.column("item_id").to_numpy()[rows],
+               full[rows])
+    manifest = Manifest(
+        version=version, created_at=datetime.now(timezone.utc).isoformat(),
+        domains=SYNTH_DOMAINS, dims={"embedding": d, "semantic": s},
+        counts={"items": n_items, "intents": k, "users": len(users)},
+        params={"composer_max_len": 10, "top_m": m, "n_intents": k, "top_intents": 3})
+    store.commit(stage, manifest)
+    return store.set_current(version) if make_current else store.manifest(version)
