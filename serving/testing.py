@@ -9,8 +9,11 @@ the server loads it exactly as it loads a real build, in well under a second. Ne
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -20,7 +23,11 @@ import pyarrow.parquet as pq
 from xemb import layout
 from xemb.store import Manifest, VersionStore
 
-__all__ = ["publish_synthetic", "SYNTH_DOMAINS"]
+if TYPE_CHECKING:
+    from serving.client import XembClient
+    from serving.server import XembServer
+
+__all__ = ["publish_synthetic", "clone_version", "running", "SYNTH_DOMAINS"]
 
 SYNTH_DOMAINS = ["grocery", "kitchen"]
 WORDS = ("salt", "pepper", "tea", "coffee", "pan", "pot", "knife", "spoon", "olive", "oil",
@@ -186,3 +193,57 @@ def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d:
         params={"composer_max_len": 10, "top_m": m, "n_intents": k, "top_intents": 3})
     store.commit(stage, manifest)
     return store.set_current(version) if make_current else store.manifest(version)
+
+
+def clone_version(root: str | Path, source: str, *, scale: float | None = None,
+                  make_current: bool = False) -> Manifest:
+    """Publish a copy of ``source`` under a new id (published data stays immutable).
+
+    ``scale`` multiplies every item vector, so responses show which version they came from.
+    """
+    import shutil
+
+    store = VersionStore(root)
+    src = store.manifest(source)
+    version, stage = store.new_staging()
+    shutil.copytree(store.path(source), stage, dirs_exist_ok=True)
+    (stage / "manifest.json").unlink()
+    if scale is not None:
+        table = pq.read_table(stage / layout.ITEMS)
+        for part in layout.VECTOR_PARTS:
+            vec = np.stack(table.column(part).to_numpy(zero_copy_only=False)) * np.float32(scale)
+            table = table.set_column(table.schema.get_field_index(part), part,
+                                     _fixed(vec.astype(np.float32)))
+        pq.write_table(table, stage / layout.ITEMS)
+        _reindex(stage, src, table)
+    store.commit(stage, src.model_copy(update={"version": version, "files": {}}))
+    return store.set_current(version) if make_current else store.manifest(version)
+
+
+def _reindex(stage: Path, manifest: Manifest, table: pa.Table) -> None:
+    domains = table.column("domain").to_numpy(zero_copy_only=False)
+    full = np.stack(table.column("full").to_numpy(zero_copy_only=False)).astype(np.float32)
+    for name in manifest.domains:
+        path = stage / layout.index_file(name)
+        if path.exists():
+            rows = np.flatnonzero(domains == name)
+            _index(path, table.column("item_id").to_numpy()[rows], full[rows])
+
+
+@contextmanager
+def running(root: str | Path, **serving: object) -> Iterator[tuple[XembServer, XembClient]]:
+    """A started server on a free loopback port with a client to it; stopped on exit."""
+    from serving.client import XembClient
+    from serving.server import create_server
+    from xemb.settings import XembConfig
+
+    config = XembConfig.model_validate({"serving": {"port": 0, "poll_interval_s": 0,
+                                                    **serving}})
+    server, port = create_server(config, root)
+    server.start()
+    client = XembClient(f"127.0.0.1:{port}", timeout=10)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.stop(0).wait()
