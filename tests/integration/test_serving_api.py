@@ -164,7 +164,8 @@ def test_retrieve_recall_against_exact(served, tables):
     k = min(100, len(pool) - 1)
     rng = np.random.default_rng(3)
     hits = 0
-    queries = full[rng.choice(len(pool), 20, replace=False)] + rng.normal(0, 0.05, (20, full.shape[1]))
+    picks = full[rng.choice(len(pool), 20, replace=False)]
+    queries = picks + rng.normal(0, 0.05, picks.shape)
     for q in queries.astype(np.float32):
         got = client.retrieve(domain, k, vector=q).item_ids
         want = pool["item_id"].to_numpy()[np.argsort(-(full @ q))[:k]]
