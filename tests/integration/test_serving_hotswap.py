@@ -1,0 +1,164 @@
+"""Hot swap under load: zero failed calls, no response mixing versions, broken versions refused,
+rollback is a switch back."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from serving.testing import clone_version, publish_synthetic, running
+from xemb import layout
+from xemb.store import VersionStore
+
+pytestmark = pytest.mark.integration
+
+IDS = np.arange(1, 201, dtype=np.int64)
+HISTORY = [5, 17, 250, 400, 3]
+
+
+def _table(store: VersionStore, version: str) -> bytes:
+    items = pq.read_table(store.path(version) / layout.ITEMS).to_pandas().set_index("item_id")
+    return np.stack(items.loc[IDS, "full"].to_numpy()).astype(np.float32).tobytes()
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+class Load:
+    """Client threads calling three methods in a loop, recording every response."""
+
+    def __init__(self, client, threads: int = 4) -> None:
+        self.client, self.stop = client, threading.Event()
+        self.seen: list[tuple[str, str, bytes]] = []
+        self.failures: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        c = self.client
+        while not self.stop.is_set():
+            try:
+                if i % 2 == 0:
+                    r = c.get_item_embeddings(IDS)
+                    self.seen.append(("items", r.version, r.vectors.tobytes()))
+                else:
+                    r = c.compose_user_intent(HISTORY, target_domain="kitchen")
+                    self.seen.append(("compose", r.version, r.vector.tobytes()))
+                    q = c.retrieve("kitchen", 10, history=HISTORY)
+                    self.seen.append(("retrieve", q.version, q.item_ids.tobytes()))
+            except BaseException as exc:  # noqa: BLE001 - any failure fails the test
+                self.failures.append(exc)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def versions(self) -> set[str]:
+        return {v for _, v, _ in list(self.seen)}
+
+
+def _expected(client, version: str) -> dict[str, bytes]:
+    return {"items": client.get_item_embeddings(IDS, version=version).vectors.tobytes(),
+            "compose": client.compose_user_intent(HISTORY, target_domain="kitchen",
+                                                  version=version).vector.tobytes(),
+            "retrieve": client.retrieve("kitchen", 10, history=HISTORY,
+                                        version=version).item_ids.tobytes()}
+
+
+def test_swap_and_rollback_under_load(tmp_path):
+    store = VersionStore(tmp_path)
+    v1 = publish_synthetic(tmp_path).version
+    with running(tmp_path, poll_interval_s=0.05) as (server, client):
+        v2 = clone_version(tmp_path, v1, scale=2.0).version
+        with Load(client) as load:
+            _wait_for(lambda: len(load.seen) > 50)
+            store.set_current(v2)  # the poller notices, loads, checks and switches
+            _wait_for(lambda: server.holder.current.version == v2)
+            mark = len(load.seen)
+            _wait_for(lambda: len(load.seen) > mark + 50)
+            store.set_current(v1)  # rollback: v1 is still in memory
+            _wait_for(lambda: server.holder.current.version == v1)
+            mark = len(load.seen)
+            _wait_for(lambda: len(load.seen) > mark + 50)
+        assert not load.failures, load.failures[:3]
+        assert load.versions() == {v1, v2}
+        expected = {v: _expected(client, v) for v in (v1, v2)}
+    assert expected[v1]["items"] == _table(store, v1)
+    assert expected[v2]["items"] == _table(store, v2) != expected[v1]["items"]
+    assert expected[v1]["compose"] != expected[v2]["compose"]
+    for kind, version, payload in load.seen:  # every response is one version, whole
+        assert payload == expected[version][kind], (kind, version)
+
+
+def _republish(root, source: str, damage) -> str:
+    """Copy ``source`` into a new committed version and damage it (before or after commit)."""
+    store = VersionStore(root)
+    version, stage = store.new_staging()
+    shutil.copytree(store.path(source), stage, dirs_exist_ok=True)
+    (stage / "manifest.json").unlink()
+    damage(stage, "staged")
+    store.commit(stage, store.manifest(source).model_copy(update={"version": version}))
+    damage(store.path(version), "committed")
+    return version
+
+
+def _corrupt_items(path, when):
+    if when == "committed":
+        with open(path / layout.ITEMS, "r+b") as f:
+            f.seek(64)
+            f.write(b"\x00\x01\x02")
+
+
+def _drop_composer(path, when):
+    if when == "committed":
+        (path / layout.COMPOSER_ONNX).unlink()
+
+
+def _wrong_index(path, when):  # checksums match, the content does not
+    if when == "staged":
+        shutil.copyfile(path / layout.index_file("grocery"), path / layout.index_file("kitchen"))
+
+
+@pytest.mark.parametrize("damage", [_corrupt_items, _drop_composer, _wrong_index],
+                         ids=["checksum", "incomplete", "bad-index"])
+def test_broken_version_is_refused_and_old_keeps_serving(tmp_path, damage):
+    v1 = publish_synthetic(tmp_path).version
+    with running(tmp_path) as (server, client), Load(client, threads=2) as load:
+        bad = _republish(tmp_path, v1, damage)
+        (tmp_path / "CURRENT").write_text(bad + "\n")  # a botched deploy, past set_current
+        assert server.reload() is False
+        assert server.holder.current.version == v1 and bad in server.holder.refused
+        assert client.health() == "SERVING"
+        assert client.get_item_embeddings([1]).version == v1
+        assert server.metrics.registry.get_sample_value("xemb_version_refused_total") == 1
+        load.stop.set()
+    assert not load.failures and load.versions() == {v1}
+
+
+def test_pinned_versions_and_sighup_style_reload(tmp_path):
+    store = VersionStore(tmp_path)
+    v1 = publish_synthetic(tmp_path).version
+    with running(tmp_path) as (server, client):
+        v2 = clone_version(tmp_path, v1, scale=0.5, make_current=True).version
+        assert client.get_version().version == v1  # no poller: nothing changes by itself
+        assert server.reload() and client.get_version().version == v2
+        assert client.get_item_embeddings([1], version=v1).version == v1
+        listed = {v.version: v for v in client.list_versions().versions}
+        assert listed[v1].loaded and not listed[v1].serving
+        assert listed[v2].serving and listed[v2].current
+        store.set_current(v1)
+        assert server.reload() and client.get_version().version == v1
