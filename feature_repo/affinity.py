@@ -67,7 +67,7 @@ def affinity_columns(full: Sequence[Any], user: Sequence[Any]) -> dict[str, list
                               field="user_vector")
     dots: list[float | None] = [None] * len(full)
     coss: list[float | None] = [None] * len(full)
-    for row, (item_vec, user_vec) in enumerate(zip(full, user)):
+    for row, (item_vec, user_vec) in enumerate(zip(full, user, strict=True)):
         dim = None if item_vec is None else len(item_vec)
         u = _request_vector(user_vec, row, dim)
         if item_vec is None:

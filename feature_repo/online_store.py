@@ -134,6 +134,8 @@ class XembOnlineStore(OnlineStore):
     def get_online_features(self, config: RepoConfig, features: Any, entity_rows: Any,
                             registry: Any, project: str, full_feature_names: bool = False,
                             include_feature_view_version_metadata: bool = False) -> Any:
+        from feast.errors import FeastObjectNotFoundException
+
         check_entity_rows(registry, project, entity_rows)
         token = _PINNED.set(self.current_slot(config))
         try:
@@ -141,6 +143,11 @@ class XembOnlineStore(OnlineStore):
                 config, features, entity_rows, registry, project,
                 full_feature_names=full_feature_names,
                 include_feature_view_version_metadata=include_feature_view_version_metadata)
+        except (KeyError, FeastObjectNotFoundException) as exc:
+            # Feast reports an unknown feature or a missing join key as a bare KeyError.
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise InvalidArgument(f"bad feature reference or entity row: {msg}",
+                                  field="features") from exc
         finally:
             _PINNED.reset(token)
 

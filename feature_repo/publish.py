@@ -1,16 +1,16 @@
 """Publishing one committed version into Feast: the step ``xemb build`` runs before CURRENT.
 
 Steps: export the version's rows into the offline history, (re)write the generated
-``feature_store.yaml``, ``apply`` the definitions, ``materialize`` exactly the version's
-publish instant into its own online slot, verify the slot (counts + spot values) and mark it
-ready, drop slots of versions no longer on disk. Nothing here changes what readers see;
+``feature_store.yaml``, ``apply`` the definitions, write exactly the version's rows into its
+own online slot, verify the slot (counts + spot values) and mark it ready, drop slots of
+versions no longer on disk. Nothing here changes what readers see;
 the build's ``VersionStore.set_current`` does, in one os.replace.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,24 @@ def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str) -> list[
     return stale
 
 
+def _materialize(fs: FeatureStore, root: Path, version: str, ts: datetime,
+                 chunk_rows: int) -> None:
+    """Write the version's offline rows into its online slot through Feast.
+
+    Reads the version's own offline file rather than ``FeatureStore.materialize``'s dask scan
+    of the whole history (same rows, about 3x faster), then records the interval in the
+    registry so a later ``feast materialize-incremental`` starts after it.
+    """
+    import pyarrow.parquet as pq
+
+    for table, view in names.VIEW_OF_TABLE.items():
+        source = pq.ParquetFile(names.offline_dir(root, table) / f"{version}.parquet")
+        for batch in source.iter_batches(batch_size=chunk_rows):
+            fs.write_to_online_store(view, batch.to_pandas())
+        fs.registry.apply_materialization(fs.get_feature_view(view), fs.project, ts,
+                                          ts + timedelta(microseconds=1))
+
+
 def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
     from feature_repo.offline import export_version, publish_time
     from feature_repo.repo import build_definitions
@@ -60,16 +78,12 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     defs = build_definitions(store.root)
     fs.apply(defs.objects())
     out["apply_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    ts = publish_time(manifest)
-    fs.materialize(start_date=ts, end_date=ts + timedelta(microseconds=1),
-                   feature_views=list(names.VIEWS))
-    out["materialize_s"], clock = time.perf_counter() - clock, time.perf_counter()
+    _materialize(fs, store.root, version, publish_time(manifest), 10 * cfg.feast.write_batch_size)
     online = fs._get_provider().online_store  # noqa: SLF001
     online.finalize(fs.config, version, {v.name: v for v in defs.views})
-    out["verify_s"] = time.perf_counter() - clock
+    out["materialize_s"] = time.perf_counter() - clock
     out["dropped_slots"] = _drop_stale_slots(fs, store, version)
-    total = sum(out["rows"].values())
-    out["rows_per_s"] = total / max(out["materialize_s"], 1e-9)
+    out["rows_per_s"] = sum(out["rows"].values()) / max(out["materialize_s"], 1e-9)
     return out
 
 

@@ -62,6 +62,7 @@ class Slots(ABC):
     @abstractmethod
     def drop(self, base: RepoConfig, slot: str) -> None: ...
 
+    @abstractmethod
     def prepare(self, base: RepoConfig, slot: str, view: FeatureView) -> None:
         """Create what a first write into ``slot`` needs (idempotent)."""
 
@@ -123,7 +124,8 @@ class SqliteSlots(Slots):
 
     def mark_ready(self, slot: str, info: dict[str, Any]) -> None:
         with closing(sqlite3.connect(self.path(slot))) as conn, conn:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.META} (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.META} "
+                         "(key TEXT PRIMARY KEY, value TEXT)")
             conn.execute(f"INSERT OR REPLACE INTO {self.META} VALUES ('ready', ?)",
                          (json.dumps(info),))
 

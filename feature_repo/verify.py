@@ -63,7 +63,7 @@ def _spot_check(store: XembOnlineStore, config: RepoConfig, version: str, view: 
     slot_store = store.slots(config).store_for(version)
     got = slot_store.online_read(store.slot_config(config, version), view, protos,
                                  [*vectors, names.VERSION_FIELD])
-    for row, (_, values) in zip(rows, got):
+    for row, (_, values) in zip(rows, got, strict=True):
         where = f"version {version}, {view.name} {[row[k] for k in keys]}"
         if not values or values[names.VERSION_FIELD].string_val != version:
             raise VersionIntegrityError(f"{where}: missing or wrong version in online store")
