@@ -125,7 +125,9 @@ class XembClient:
                  max_message_bytes: int = 64 << 20) -> None:
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.enable_retries", 1), ("grpc.service_config", _retry_config(retries))]
+                   ("grpc.enable_retries", int(retries > 1))]
+        if retries > 1:
+            options.append(("grpc.service_config", _retry_config(retries)))
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if tls or (tls is None and (root_certificates or client_cert)):
