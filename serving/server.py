@@ -44,9 +44,9 @@ class XembServer:
 
     def __init__(self, server: grpc.Server, holder: VersionHolder,
                  health_servicer: health.HealthServicer, metrics: Metrics,
-                 config: ServingConfig) -> None:
+                 config: ServingConfig, port: int) -> None:
         self.grpc, self.holder, self.health = server, holder, health_servicer
-        self.metrics, self.config = metrics, config
+        self.metrics, self.config, self.port = metrics, config, port
 
     def start(self) -> None:
         self.grpc.start()
@@ -135,7 +135,7 @@ def create_server(config: XembConfig, root: str | Path | None = None, *,
             server.add_insecure_port(address)
     except RuntimeError as exc:
         raise Unavailable(f"cannot bind {address}: {exc}") from exc
-    return XembServer(server, holder, health_servicer, metrics, cfg), bound
+    return XembServer(server, holder, health_servicer, metrics, cfg, bound), bound
 
 
 def serve(config: XembConfig, root: str | Path | None = None, *,
