@@ -32,7 +32,7 @@ def repo_config_dict(root: str | Path, feast: FeastConfig | None = None) -> dict
     if feast.online_store == "redis":
         online["connection_string"] = feast.redis_url
     return {
-        "project": names.PROJECT,
+        "project": feast.project,
         "provider": "local",
         "registry": {"path": str(names.registry_path(root)),
                      "registry_store_type": REGISTRY_STORE_TYPE,

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from xemb import layout
 from xemb.store import Manifest, VersionStore, new_version_id
 
-__all__ = ["make_version", "derive_version", "redis_server", "free_port", "publish_until_killed"]
+__all__ = ["make_version", "derive_version", "copy_version", "redis_server", "free_port", "publish_until_killed"]
 
 DOMAINS = ("food", "kitchen")
 
@@ -111,6 +111,16 @@ def derive_version(store: VersionStore, source: str, *, seed: int = 1,
     manifest = old.model_copy(update={"version": version, "created_at": created_at.isoformat(),
                                       "files": {}})
     store.commit(staging, manifest)
+    return version
+
+
+def copy_version(source: VersionStore, version: str, dest: VersionStore) -> str:
+    """Copy a committed version into another root (e.g. a real build into a test root)."""
+    import shutil
+
+    dest.versions_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source.path(version), dest.versions_dir / version)
+    dest.verify(version)
     return version
 
 

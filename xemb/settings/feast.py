@@ -17,6 +17,9 @@ class FeastConfig(BaseModel):
     """Online store type; ``redis`` needs the ``redis`` extra."""
     redis_url: str = "localhost:6379"
     """Feast Redis connection string (``host:port[,password=...]``)."""
+    project: str = Field("xemb", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+    """Feast project; also the namespace of this root's slots and markers in a shared Redis
+    (give each root that shares one Redis its own project)."""
     repo_path: Path | None = None
     """Feature repo folder; default: the ``feature_repo`` package shipped with xemb."""
     write_batch_size: int = Field(1000, ge=1)
