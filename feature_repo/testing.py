@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from xemb import layout
 from xemb.store import Manifest, VersionStore, new_version_id
 
-__all__ = ["make_version", "derive_version", "copy_version", "redis_server", "free_port", "publish_until_killed"]
+__all__ = ["make_version", "derive_version", "copy_version", "redis_server", "free_port",
+           "publish_until_killed"]
 
 DOMAINS = ("food", "kitchen")
 
