@@ -63,7 +63,8 @@ class ItemEmbeddings:
     vectors: np.ndarray
     """float32 [n, d]; zero rows where ``found`` is False."""
     found: np.ndarray
-    domains: list[str]
+    domains: Sequence[str]
+    """Domain of each id ("" when not found)."""
     version: str
 
 
@@ -162,7 +163,7 @@ class XembClient:
                                           part=PARTS[part], version=version)
         r = self._call("GetItemEmbeddings", req, timeout)
         return ItemEmbeddings(from_tensor(r.vectors, "vectors"), np.array(r.found, bool),
-                              list(r.domains), r.version)
+                              r.domains, r.version)
 
     def compose_user_intent(self, history: Sequence[int] | np.ndarray | None = None, *,
                             target_domain: str, user_id: str = "",

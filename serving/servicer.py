@@ -20,6 +20,7 @@ from serving.version import LoadedVersion
 from serving.wire import to_tensor
 from xemb.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from xemb.settings.serving import ServingConfig
+from xemb.store import Manifest
 from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc
 
@@ -48,9 +49,9 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         v = self.holder.get(request.version)
         ids = check.ids(request.item_ids, "item_ids", self.cfg.max_ids)
         vectors, found, domains = ops.embeddings(v, ids, check.part(request.part))
-        names = [v.domains[c] if c >= 0 else "" for c in domains.tolist()]
         return pb.GetItemEmbeddingsResponse(vectors=to_tensor(vectors), found=found.tolist(),
-                                            version=v.version, domains=names)
+                                            version=v.version,
+                                            domains=v.domain_names[domains].tolist())
 
     def _compose(self, v: LoadedVersion, request: pb.ComposeUserIntentRequest, target: int,
                  prefix: str = "") -> ops.Composed:
@@ -107,26 +108,20 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         return pb.EncodeItemsResponse(**{p: to_tensor(a) for p, a in parts.items()},
                                       version=v.version)
 
-    def _info(self, v: LoadedVersion) -> pb.VersionInfo:
-        m = v.manifest
+    def _info(self, m: Manifest, current: str | None) -> pb.VersionInfo:
+        loaded = m.version in self.holder.loaded_ids()
         return pb.VersionInfo(
             version=m.version, created_at=m.created_at, domains=m.domains, dims=m.dims,
-            counts=m.counts, serving=v is self.holder.current, loaded=True,
-            current=self.holder.store.current_or_none() == m.version,
+            counts=m.counts, serving=m.version == self.holder.current.version, loaded=loaded,
+            current=m.version == current,
             params_json=json.dumps(m.params, sort_keys=True, default=str))
 
     def GetVersion(self, request, context):
-        return self._info(self.holder.get(request.version))
+        v = self.holder.get(request.version)
+        return self._info(v.manifest, self.holder.store.current_or_none())
 
     def ListVersions(self, request, context):
-        loaded = set(self.holder.loaded_ids())
-        current = self.holder.store.current_or_none()
-        out = []
-        for m in map(self.holder.store.manifest, self.holder.store.list_ids()):
-            if m.version in loaded:
-                out.append(self._info(self.holder.get(m.version)))
-            else:
-                out.append(pb.VersionInfo(version=m.version, created_at=m.created_at,
-                                          domains=m.domains, dims=m.dims, counts=m.counts,
-                                          current=m.version == current))
-        return pb.ListVersionsResponse(versions=out, serving=self.holder.current.version)
+        store = self.holder.store
+        current = store.current_or_none()
+        infos = [self._info(store.manifest(v), current) for v in store.list_ids()]
+        return pb.ListVersionsResponse(versions=infos, serving=self.holder.current.version)

@@ -29,7 +29,7 @@ def ids(values, field: str, limit: int, *, allow_empty: bool = False) -> np.ndar
         raise InvalidArgument("must not be empty", field=field)
     if n > limit:
         raise InvalidArgument(f"{n} ids, at most {limit} per call", field=field)
-    return np.fromiter(values, dtype=np.int64, count=n)
+    return np.array(values, dtype=np.int64)  # from the repeated field directly: fast path
 
 
 def part(value: int) -> str:
@@ -68,7 +68,7 @@ def history(v: LoadedVersion, h: pb.History, cfg: ServingConfig,
         raise InvalidArgument(f"{len(h.timestamps)} values for {n} items",
                               field=f"{prefix}.timestamps")
     if len(h.timestamps):
-        items = items[np.argsort(np.fromiter(h.timestamps, np.int64, n), kind="stable")]
+        items = items[np.argsort(np.array(h.timestamps, np.int64), kind="stable")]
     return items
 
 

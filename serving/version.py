@@ -8,6 +8,7 @@ version fails here, beside the one serving, and never reaches a request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,11 @@ class LoadedVersion:
     @property
     def dim(self) -> int:
         return self.manifest.dims["embedding"]
+
+    @cached_property
+    def domain_names(self) -> np.ndarray:
+        """Object array of names indexed by domain code; code -1 (not found) gives ""."""
+        return np.array([*self.manifest.domains, ""], dtype=object)
 
     def domain_id(self, name: str) -> int | None:
         try:
