@@ -63,7 +63,7 @@ def _run_query(c, args: argparse.Namespace) -> Any:
     what, full = args.what, args.full
     if what == "items":
         r = c.get_item_embeddings(_ids(" ".join(args.ids)), args.part, version=args.version)
-        return {"version": r.version, "found": r.found.tolist(), "domains": r.domains,
+        return {"version": r.version, "found": r.found.tolist(), "domains": list(r.domains),
                 "vectors": _vec(r.vectors, full)}
     if what == "compose":
         r = c.compose_user_intent(_ids(args.history or ""), target_domain=args.domain,
