@@ -51,8 +51,9 @@ def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.n
     if row is None:
         raise NotFound(f"user_id: unknown user {user_id!r} for domain "
                        f"{v.domains[target]!r} and no known item in the history")
-    pairs = list(zip(v.users.top_ids[row], v.users.top_w[row], strict=False))[:top]
-    intents = [(int(i), v.intents.labels[int(i)], float(w)) for i, w in pairs]
+    n = min(top, int(v.users.top_len[row]))
+    ids, weights = v.users.top_ids[row, :n].tolist(), v.users.top_w[row, :n].tolist()
+    intents = [(i, v.intents.labels[i], w) for i, w in zip(ids, weights, strict=True)]
     return Composed(v.users.vectors[row], intents, stored=True, unknown=unknown)
 
 

@@ -119,26 +119,36 @@ def read_intents(path: Path, d: int) -> IntentTable:
 
 @dataclass(frozen=True)
 class UserTable:
-    rows: dict[tuple[str, int], int]
-    """(user_id, target domain index) -> row."""
+    rows: dict[int, dict[str, int]]
+    """Target domain index -> {user_id: row} (str keys: nothing for the GC to scan)."""
     vectors: np.ndarray
     """float32 [rows, d]."""
-    top_ids: list[list[int]]
-    top_w: list[list[float]]
+    top_ids: np.ndarray
+    """int64 [rows, t]: stored top intents, padded."""
+    top_w: np.ndarray
+    """float32 [rows, t]."""
+    top_len: np.ndarray
+    """int64 [rows]: how many of ``top_ids`` are real."""
 
     def get(self, user_id: str, domain: int) -> int | None:
-        return self.rows.get((user_id, domain))
+        return self.rows.get(domain, {}).get(user_id)
 
 
 def read_users(path: Path, domains: list[str], d: int) -> UserTable:
     if not path.is_file():
-        return UserTable(rows={}, vectors=np.zeros((0, d), np.float32), top_ids=[], top_w=[])
+        empty = np.zeros((0, 1), np.int64)
+        return UserTable({}, np.zeros((0, d), np.float32), empty, empty.astype(np.float32),
+                         np.zeros(0, np.int64))
     table = pq.read_table(path)
     codes = _domain_codes(table.column("target_domain"), domains, path.name)
-    users = table.column("user_id").to_pylist()
-    return UserTable(
-        rows={(u, int(c)): i for i, (u, c) in enumerate(zip(users, codes, strict=True))},
-        vectors=_vectors(table, "vector", d, path.name),
-        top_ids=table.column("top_intent_ids").to_pylist(),
-        top_w=table.column("top_intent_weights").to_pylist(),
-    )
+    rows: dict[int, dict[str, int]] = {code: {} for code in range(len(domains))}
+    for i, (user, code) in enumerate(zip(table.column("user_id").to_pylist(), codes.tolist(),
+                                         strict=True)):
+        rows[code][user] = i
+    lengths = pc.list_value_length(table.column("top_intent_ids")).fill_null(0)
+    lengths = _frozen(lengths.to_numpy(zero_copy_only=False).astype(np.int64))
+    width = max(1, int(lengths.max(initial=0)))
+    return UserTable(rows=rows, vectors=_vectors(table, "vector", d, path.name),
+                     top_ids=_ragged(table, "top_intent_ids", width, np.int64),
+                     top_w=_ragged(table, "top_intent_weights", width, np.float32),
+                     top_len=lengths)
