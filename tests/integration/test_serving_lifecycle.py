@@ -18,8 +18,13 @@ from serving import ops
 from serving.client import XembClient
 from serving.testing import publish_synthetic, running
 from xemb.errors import DeadlineExceeded, ResourceExhausted
+from xemb.v1 import xemb_pb2 as pb
 
 pytestmark = pytest.mark.integration
+
+
+def ops_request(ids):
+    return pb.GetItemEmbeddingsRequest(item_ids=ids)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +105,6 @@ def test_metrics_endpoint(root):
     assert "xemb_version_info{version=" in text
 
 
-def ops_request(ids):
-    from xemb.v1 import xemb_pb2 as pb
-
-    return pb.GetItemEmbeddingsRequest(item_ids=ids)
-
-
 SLOW_SERVE = """
 import sys, time
 from serving import ops
@@ -152,6 +151,28 @@ def test_sigterm_drains_in_flight_calls(root, tmp_path):
         assert [list(f.result().found) for f in in_flight] == [[True]] * 3
         assert proc.wait(timeout=10) == 0
         assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sighup_follows_current_at_once(tmp_path):
+    from serving.testing import clone_version
+
+    root = tmp_path / "root"
+    v1 = publish_synthetic(root, n_items=100).version
+    proc, port = _start(root, tmp_path)  # poll_interval_s: 0, only SIGHUP reloads
+    try:
+        with XembClient(f"127.0.0.1:{port}", timeout=5) as client:
+            v2 = clone_version(root, v1, scale=3.0, make_current=True).version
+            assert client.get_version().version == v1
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while client.get_version().version != v2:
+                assert time.monotonic() < deadline, "SIGHUP did not switch"
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
