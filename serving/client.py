@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -124,7 +125,7 @@ class XembClient:
                  client_key: bytes | None = None, tls: bool | None = None,
                  server_name: str | None = None, retries: int = 3,
                  max_message_bytes: int = 64 << 20) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.enable_retries", int(retries > 1))]
         if retries > 1:

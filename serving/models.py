@@ -49,7 +49,7 @@ class Composer:
                intent_w: np.ndarray, target: int) -> dict[str, np.ndarray]:
         """Right-align the most recent ``max_len`` items (padding in front), batch of one."""
         L, n = self.max_len, min(len(full), self.max_len)
-        feed = {
+        feed: dict[str, np.ndarray] = {
             "hist_vec": np.zeros((1, L, self.d), np.float32),
             "hist_domain": np.zeros((1, L), np.int64),
             "hist_mask": np.zeros((1, L), np.float32),

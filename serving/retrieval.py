@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -17,6 +18,8 @@ import numpy as np
 from xemb.errors import VersionIntegrityError
 
 __all__ = ["DomainIndex", "SearchKnobs", "load_index"]
+
+_FAISS: Any = faiss  # its bundled stubs lag the SWIG API (search parameters)
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,13 @@ def _params_factory(index: faiss.Index, knobs: SearchKnobs) -> Callable[[int], o
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         inner = faiss.downcast_index(index.index)
     if isinstance(inner, faiss.IndexHNSW):
-        return lambda n: faiss.SearchParametersHNSW(efSearch=max(knobs.ef_search, n))
+        return lambda n: _FAISS.SearchParametersHNSW(efSearch=max(knobs.ef_search, n))
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
     nprobe = min(knobs.nprobe, ivf.nlist)
-    return lambda n: faiss.SearchParametersIVF(nprobe=nprobe)
+    return lambda n: _FAISS.SearchParametersIVF(nprobe=nprobe)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class DomainIndex:
     """int64 [n]: the domain's item ids, row-aligned with ``matrix``."""
     matrix: np.ndarray
     """float32 [n, d]: the items' ``full`` vectors (exact search)."""
-    index: faiss.Index | None
+    index: Any
     knobs: SearchKnobs
     params: Callable[[int], object] | None = None
 

@@ -41,7 +41,7 @@ def _ragged(table: pa.Table, column: str, width: int, dtype: type) -> np.ndarray
     col = table.column(column).combine_chunks()
     lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
     flat = col.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-    out = np.zeros((len(col), width), dtype=dtype)
+    out: np.ndarray = np.zeros((len(col), width), dtype=dtype)
     take = np.minimum(lengths, width)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     for j in range(width):

@@ -66,8 +66,10 @@ def _composer(path: Path, centroids: np.ndarray) -> None:
            h.make_tensor_value_info("target_domain", T.INT64, ["B"])]
     outs = [h.make_tensor_value_info("user_vec", T.FLOAT, ["B", d]),
             h.make_tensor_value_info("intent_weights", T.FLOAT, ["B", len(centroids)])]
-    inits = [nh.from_array(centroids.T.copy(), "ct"), nh.from_array(np.array([2], np.int64), "ax2"),
-             nh.from_array(np.array([1], np.int64), "ax1"), nh.from_array(np.float32(1e-6), "eps")]
+    inits = [nh.from_array(centroids.T.copy(), "ct"),
+             nh.from_array(np.array([2], np.int64), "ax2"),
+             nh.from_array(np.array([1], np.int64), "ax1"),
+             nh.from_array(np.array(1e-6, np.float32), "eps")]
     nodes = [h.make_node("Unsqueeze", ["hist_mask", "ax2"], ["m3"]),
              h.make_node("Mul", ["hist_vec", "m3"], ["masked"]),
              h.make_node("ReduceSum", ["masked", "ax1"], ["s"], keepdims=0),
@@ -109,13 +111,13 @@ def _encoder(folder: Path, table: np.ndarray) -> None:
     (folder / "encoder.json").write_text(json.dumps({"max_length": 16, "pad_id": 0}))
     s = table.shape[1]
     ins = [h.make_tensor_value_info(n, T.INT64, ["B", "T"]) for n in layout.ENCODER_INPUTS]
-    outs = [h.make_tensor_value_info("embedding", T.FLOAT, ["B", s])]
+    outs = [h.make_tensor_value_info(layout.ENCODER_OUTPUTS[0], T.FLOAT, ["B", s])]
     nodes = [h.make_node("Gather", ["table", "input_ids"], ["e"]),
              h.make_node("Cast", ["attention_mask"], ["mf"], to=T.FLOAT),
              h.make_node("Unsqueeze", ["mf", "ax2"], ["m3"]),
              h.make_node("Mul", ["e", "m3"], ["em"]),
              h.make_node("ReduceSum", ["em", "ax1"], ["sum"], keepdims=0),
-             h.make_node("LpNormalization", ["sum"], ["embedding"], axis=-1, p=2)]
+             h.make_node("LpNormalization", ["sum"], [layout.ENCODER_OUTPUTS[0]], axis=-1, p=2)]
     inits = [nh.from_array(table, "table"), nh.from_array(np.array([2], np.int64), "ax2"),
              nh.from_array(np.array([1], np.int64), "ax1")]
     _onnx(folder / "model.onnx", nodes, ins, outs, inits)

@@ -18,7 +18,7 @@ __all__ = ["ids", "domain", "history", "top_intents", "k", "query_vector", "text
            "user_id"]
 
 MAX_USER_ID_CHARS = 256
-PARTS = {pb.PART_FULL: "full", pb.PART_TRANSFERABLE: "transferable",
+PARTS: dict[int, str] = {pb.PART_FULL: "full", pb.PART_TRANSFERABLE: "transferable",
          pb.PART_RESIDUAL: "residual"}
 
 
