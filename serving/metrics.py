@@ -24,6 +24,7 @@ class Metrics:
         self.in_flight = Gauge("xemb_in_flight_requests", "Calls being handled", registry=r)
         self.version = Gauge("xemb_version_info", "1 for the version being served",
                              ["version"], registry=r)
+        self._served: str | None = None
         self.refused = Counter("xemb_version_refused", "Versions refused at load",
                                registry=r)
 
@@ -34,8 +35,11 @@ class Metrics:
             self.errors.labels(method, code).inc()
 
     def serving(self, version: str) -> None:
-        self.version.clear()
+        """1 for ``version``, 0 for those served before (no ``clear``: multiprocess-safe)."""
+        if self._served and self._served != version:
+            self.version.labels(self._served).set(0)
         self.version.labels(version).set(1)
+        self._served = version
 
     def serve_http(self, host: str, port: int) -> int:
         """Start the /metrics endpoint; return the port it bound."""
