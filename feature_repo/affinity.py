@@ -57,6 +57,20 @@ def _request_vector(value: Any, row: int, dim: int | None) -> np.ndarray:
     return vec
 
 
+def _request_matrix(user: Sequence[Any], dim: int | None) -> np.ndarray:
+    """All request vectors as one float64 matrix; a bad one is named by its row."""
+    try:
+        mat = np.asarray(user, dtype=np.float64)
+    except (TypeError, ValueError):
+        mat = None
+    if mat is None or mat.ndim != 2 or (dim is not None and mat.shape[1] != dim) \
+            or not np.isfinite(mat).all():
+        for row, value in enumerate(user):  # slow path only to name the offending row
+            _request_vector(value, row, dim)
+        raise InvalidArgument("request vectors have different lengths", field="user_vector")
+    return mat
+
+
 def affinity_columns(full: Sequence[Any], user: Sequence[Any]) -> dict[str, list[float | None]]:
     """Dot product and cosine per row; ``None`` where the item is unknown.
 
@@ -65,16 +79,16 @@ def affinity_columns(full: Sequence[Any], user: Sequence[Any]) -> dict[str, list
     if len(full) != len(user):
         raise InvalidArgument(f"{len(user)} request vectors for {len(full)} rows",
                               field="user_vector")
+    present = [i for i, vec in enumerate(full) if vec is not None]
+    items = np.asarray([full[i] for i in present], dtype=np.float64)
+    users = _request_matrix(user, items.shape[1] if present else None)
     dots: list[float | None] = [None] * len(full)
     coss: list[float | None] = [None] * len(full)
-    for row, (item_vec, user_vec) in enumerate(zip(full, user, strict=True)):
-        dim = None if item_vec is None else len(item_vec)
-        u = _request_vector(user_vec, row, dim)
-        if item_vec is None:
-            continue
-        f = np.asarray(item_vec, dtype=np.float64)
-        dot = float(u @ f)
-        norm = float(np.linalg.norm(u) * np.linalg.norm(f))
-        dots[row] = dot
-        coss[row] = dot / norm if norm > 0.0 else 0.0
+    if present:
+        u = users[present]
+        dot = np.einsum("ij,ij->i", u, items)
+        norm = np.linalg.norm(u, axis=1) * np.linalg.norm(items, axis=1)
+        cos = np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
+        for j, i in enumerate(present):
+            dots[i], coss[i] = float(dot[j]), float(cos[j])
     return {"affinity_dot": dots, "affinity_cosine": coss}

@@ -40,9 +40,8 @@ def _ok(value: Any, vtype: ValueType) -> bool:
     return True
 
 
-def check_entity_rows(registry: Any, project: str, entity_rows: Any) -> None:
+def check_entity_rows(types: Mapping[str, ValueType], entity_rows: Any) -> None:
     """Raise InvalidArgument for the first id whose Python type does not fit its entity."""
-    types = join_key_types(registry, project)
     for key, values in _columns(entity_rows):
         vtype = types.get(key)
         if vtype is None:

@@ -38,7 +38,7 @@ from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import Field, StrictStr
 
 from feature_repo import names
-from feature_repo.entities import check_entity_rows
+from feature_repo.entities import check_entity_rows, join_key_types
 from feature_repo.slots import RedisSlots, Slots, SqliteSlots
 from feature_repo.verify import expected_rows, verify_slot
 from xemb.errors import FailedPrecondition, InvalidArgument, NoCurrentVersion, Unavailable
@@ -93,6 +93,7 @@ class XembOnlineStore(OnlineStore):
         self._written: Counter[tuple[str, str]] = Counter()
         self._views: dict[str, FeatureView] = {}
         self._derived: dict[str, tuple[RepoConfig, RepoConfig]] = {}
+        self._key_types: dict[tuple[int, str], dict] = {}
 
     # ---- plumbing ------------------------------------------------------------------
     def slots(self, config: RepoConfig) -> Slots:
@@ -136,7 +137,10 @@ class XembOnlineStore(OnlineStore):
                             include_feature_view_version_metadata: bool = False) -> Any:
         from feast.errors import FeastObjectNotFoundException
 
-        check_entity_rows(registry, project, entity_rows)
+        types = self._key_types.get((id(registry), project))
+        if types is None:  # entity types never change between versions: look them up once
+            types = self._key_types[(id(registry), project)] = join_key_types(registry, project)
+        check_entity_rows(types, entity_rows)
         token = _PINNED.set(self.current_slot(config))
         try:
             return super().get_online_features(

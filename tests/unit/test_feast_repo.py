@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 import feature_repo
 from feature_repo import names
-from feature_repo.entities import check_entity_rows
+from feature_repo.entities import check_entity_rows, join_key_types
 from feature_repo.offline import export_version, publish_time
 from feature_repo.repo_config import repo_config_dict
 from feature_repo.testing import make_version
@@ -115,12 +115,13 @@ def test_export_keeps_vectors_bit_identical_and_stamps_publish_time(tmp_path: Pa
         f"{version}.parquet"]
 
 
-def _registry() -> SimpleNamespace:
+def _types() -> dict:
     from feast.value_type import ValueType
 
     ents = [SimpleNamespace(join_key="item_id", value_type=ValueType.INT64),
             SimpleNamespace(join_key="user_id", value_type=ValueType.STRING)]
-    return SimpleNamespace(list_entities=lambda project, allow_cache=True: ents)
+    registry = SimpleNamespace(list_entities=lambda project, allow_cache=True: ents)
+    return join_key_types(registry, "xemb")
 
 
 @pytest.mark.parametrize(("rows", "field"), [
@@ -132,14 +133,14 @@ def _registry() -> SimpleNamespace:
 ])
 def test_entity_ids_of_the_wrong_type_are_invalid_argument(rows: object, field: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        check_entity_rows(_registry(), "xemb", rows)
+        check_entity_rows(_types(), rows)
     assert err.value.field == field
 
 
 def test_entity_ids_of_the_right_type_pass() -> None:
-    check_entity_rows(_registry(), "xemb", [{"item_id": np.int64(7), "user_id": "u",
+    check_entity_rows(_types(), [{"item_id": np.int64(7), "user_id": "u",
                                              "user_vector": [1.0]}])
-    check_entity_rows(_registry(), "xemb", {"item_id": [1, 2]})
+    check_entity_rows(_types(), {"item_id": [1, 2]})
 
 
 def test_pointer_follows_os_replace(tmp_path: Path) -> None:
