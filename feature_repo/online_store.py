@@ -90,6 +90,7 @@ class XembOnlineStore(OnlineStore):
         self._slots: Slots | None = None
         self._pointer: _Pointer | None = None
         self._ready: set[str] = set()
+        self._last = ""
         self._written: Counter[tuple[str, str]] = Counter()
         self._views: dict[str, FeatureView] = {}
         self._derived: dict[str, tuple[RepoConfig, RepoConfig]] = {}
@@ -123,6 +124,9 @@ class XembOnlineStore(OnlineStore):
         if self._pointer is None:
             self._pointer = _Pointer(Path(config.online_store.root))
         version = self._pointer.read()
+        if version != self._last:
+            self.slots(config).forget(keep={version, self._last})
+            self._last = version
         if version not in self._ready:
             if self._backend_call(config, lambda: self.slots(config).ready_info(version)) is None:
                 raise FailedPrecondition(
@@ -135,7 +139,10 @@ class XembOnlineStore(OnlineStore):
     def get_online_features(self, config: RepoConfig, features: Any, entity_rows: Any,
                             registry: Any, project: str, full_feature_names: bool = False,
                             include_feature_view_version_metadata: bool = False) -> Any:
-        from feast.errors import FeastObjectNotFoundException
+        from feast.errors import (
+            FeastObjectNotFoundException,
+            RequestDataNotFoundInEntityRowsException,
+        )
 
         types = self._key_types.get((id(registry), project))
         if types is None:  # entity types never change between versions: look them up once
@@ -147,6 +154,8 @@ class XembOnlineStore(OnlineStore):
                 config, features, entity_rows, registry, project,
                 full_feature_names=full_feature_names,
                 include_feature_view_version_metadata=include_feature_view_version_metadata)
+        except RequestDataNotFoundInEntityRowsException as exc:
+            raise InvalidArgument(str(exc), field=names.REQUEST_VECTOR) from exc
         except (KeyError, FeastObjectNotFoundException) as exc:
             # Feast reports an unknown feature or a missing join key as a bare KeyError.
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -78,8 +78,11 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     defs = build_definitions(store.root)
     fs.apply(defs.objects())
     out["apply_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    _materialize(fs, store.root, version, publish_time(manifest), 10 * cfg.feast.write_batch_size)
     online = fs._get_provider().online_store  # noqa: SLF001
+    out["already_ready"] = online.slots(fs.config).ready_info(version) is not None
+    if not out["already_ready"]:  # a verified slot is immutable: re-publishing is a no-op
+        _materialize(fs, store.root, version, publish_time(manifest),
+                     10 * cfg.feast.write_batch_size)
     online.finalize(fs.config, version, {v.name: v for v in defs.views})
     out["materialize_s"] = time.perf_counter() - clock
     out["dropped_slots"] = _drop_stale_slots(fs, store, version)

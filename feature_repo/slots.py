@@ -63,6 +63,10 @@ class Slots(ABC):
     def drop(self, base: RepoConfig, slot: str) -> None: ...
 
     @abstractmethod
+    def forget(self, keep: set[str]) -> None:
+        """Release cached handles of slots other than ``keep`` (readers after a switch)."""
+
+    @abstractmethod
     def prepare(self, base: RepoConfig, slot: str, view: FeatureView) -> None:
         """Create what a first write into ``slot`` needs (idempotent)."""
 
@@ -79,6 +83,12 @@ class SqliteSlots(Slots):
 
     def path(self, slot: str) -> Path:
         return self.dir / f"{slot}.db"
+
+    def forget(self, keep: set[str]) -> None:
+        for slot in [s for s in self._stores if s not in keep]:
+            conn = getattr(self._stores.pop(slot), "_conn", None)
+            if conn is not None:
+                conn.close()
 
     def store_for(self, slot: str) -> OnlineStore:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -133,10 +143,7 @@ class SqliteSlots(Slots):
         return sorted(p.stem for p in self.dir.glob("*.db")) if self.dir.is_dir() else []
 
     def drop(self, base: RepoConfig, slot: str) -> None:
-        store = self._stores.pop(slot, None)
-        conn = getattr(store, "_conn", None)
-        if conn is not None:
-            conn.close()
+        self.forget(keep=set(self._stores) - {slot})
         self._prepared = {p for p in self._prepared if p[0] != slot}
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{self.path(slot)}{suffix}").unlink(missing_ok=True)
@@ -183,6 +190,9 @@ class RedisSlots(Slots):
     def _meta(self, *parts: str) -> str:
         return ":".join(("xemb", self.project, *parts))
 
+    def forget(self, keep: set[str]) -> None:
+        """One client serves every slot: nothing to release."""
+
     def prepare(self, base: RepoConfig, slot: str, view: FeatureView) -> None:
         self.client().sadd(self._meta("slots"), slot)
 
@@ -216,6 +226,7 @@ class RedisSlots(Slots):
         client = self.client()
         client.delete(self._meta("ready", slot))
         project = self.slot_project(base.project, slot).encode()
-        for key in self._scan(b"*" + _glob_escape(project)):
-            client.delete(key)
+        keys = self._scan(b"*" + _glob_escape(project))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start:start + 1000])
         client.srem(self._meta("slots"), slot)

@@ -158,6 +158,7 @@ def _one_row(published: SimpleNamespace, **override: Any) -> dict[str, Any]:
     (["user_intents:vector"], {"user_id": 17}, "user_id"),
     ([names.RANKING_SERVICE], {"user_vector": [0.5, 0.5]}, "user_vector"),
     ([names.RANKING_SERVICE], {"user_vector": "NaN"}, "user_vector"),
+    ([names.RANKING_SERVICE], {"user_vector": "absent"}, "user_vector"),
 ])
 def test_bad_inputs_are_clear_errors(published: SimpleNamespace, features: list[str],
                                      override: dict[str, Any], field: str) -> None:
@@ -165,6 +166,8 @@ def test_bad_inputs_are_clear_errors(published: SimpleNamespace, features: list[
     row = _one_row(published, **override)
     if row["user_vector"] == "NaN":
         row["user_vector"] = [float("nan")] * len(_one_row(published)["user_vector"])
+    if row["user_vector"] == "absent":
+        del row["user_vector"]
     refs: Any = (fs.get_feature_service(features[0]) if features == [names.RANKING_SERVICE]
                  else features)
     with pytest.raises(InvalidArgument) as err:
