@@ -84,7 +84,8 @@ class ColdStartEncoder:
                                       pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
         self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"))
         self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
-        self.adapter = session(adapter, ADAPTER_INPUTS, ADAPTER_OUTPUTS)
+        self.adapter = session(adapter, ADAPTER_INPUTS[:2], ADAPTER_OUTPUTS)
+        self.adapter_inputs = {i.name for i in self.adapter.get_inputs()}
 
     def semantic(self, texts: list[str]) -> np.ndarray:
         encs = self.tokenizer.encode_batch(texts)
@@ -97,5 +98,7 @@ class ColdStartEncoder:
 
     def adapt(self, semantic: np.ndarray, domain: int) -> dict[str, np.ndarray]:
         feed = {"semantic": semantic, "domain": np.full(len(semantic), domain, np.int64)}
+        if "item_row" in self.adapter_inputs:  # -1: a new item, the text-only path
+            feed["item_row"] = np.full(len(semantic), -1, np.int64)
         outs = self.adapter.run(list(ADAPTER_OUTPUTS), feed)
         return dict(zip(ADAPTER_OUTPUTS, outs, strict=True))
