@@ -22,6 +22,7 @@ the feature names never change. Configure it in ``feature_store.yaml``::
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 from collections import Counter
@@ -198,8 +199,8 @@ class XembOnlineStore(OnlineStore):
         size = config.online_store.write_batch_size
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
-            self._backend_call(config, lambda c=chunk: self._write_chunk(config, slot, table, c,
-                                                                          progress))
+            self._backend_call(config, functools.partial(self._write_chunk, config, slot,
+                                                         table, chunk, progress))
             self._written[(slot, table.name)] += len(chunk)
 
     def _write_chunk(self, config: RepoConfig, slot: str, table: FeatureView, chunk: list[Row],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from feature_repo import names
 from xemb.errors import FailedPrecondition, XembError
@@ -20,6 +20,7 @@ from xemb.errors import FailedPrecondition, XembError
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from feature_repo.online_store import XembOnlineStore
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
@@ -39,8 +40,13 @@ def _open(root: Path, cfg: XembConfig) -> FeatureStore:
     return FeatureStore(repo_path=str(path.parent), fs_yaml_file=path)
 
 
+def _online(fs: FeatureStore) -> XembOnlineStore:
+    online = fs._get_provider().online_store  # type: ignore[attr-defined]
+    return cast("XembOnlineStore", online)
+
+
 def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str) -> list[str]:
-    online = fs._get_provider().online_store  # noqa: SLF001
+    online = _online(fs)
     present = set(store.list_ids()) | {keep}
     stale = [s for s in online.slots(fs.config).list() if s not in present]
     for slot in stale:
@@ -70,7 +76,7 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     from feature_repo.offline import export_version, publish_time
     from feature_repo.repo import build_definitions
 
-    clock, out = time.perf_counter(), {}
+    clock, out = time.perf_counter(), cast(dict[str, Any], {})
     manifest = store.manifest(version)
     out["rows"] = export_version(store, version)
     out["export_s"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -78,7 +84,7 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     defs = build_definitions(store.root)
     fs.apply(defs.objects())
     out["apply_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    online = fs._get_provider().online_store  # noqa: SLF001
+    online = _online(fs)
     out["already_ready"] = online.slots(fs.config).ready_info(version) is not None
     if not out["already_ready"]:  # a verified slot is immutable: re-publishing is a no-op
         _materialize(fs, store.root, version, publish_time(manifest),

@@ -13,6 +13,8 @@ import inspect
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import FunctionType
+from typing import cast
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
 from feast.on_demand_feature_view import OnDemandFeatureView
@@ -89,7 +91,7 @@ def _views(root: Path, ent: dict[str, Entity]) -> dict[str, FeatureView]:
 def _affinity_view(items: FeatureView) -> OnDemandFeatureView:
     request = RequestSource(name=names.REQUEST_SOURCE,
                             schema=[Field(name=names.REQUEST_VECTOR, dtype=Array(Float32))])
-    udf = affinity.item_user_affinity
+    udf = cast(FunctionType, affinity.item_user_affinity)
     return OnDemandFeatureView(
         name=names.AFFINITY_VIEW, sources=[items[["full"]], request], mode="python",
         schema=[Field(name="affinity_dot", dtype=Float64),

@@ -17,14 +17,14 @@ class FeastConfig(BaseModel):
     """Online store type; ``redis`` needs the ``redis`` extra."""
     redis_url: str = "localhost:6379"
     """Feast Redis connection string (``host:port[,password=...]``)."""
-    project: str = Field("xemb", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+    project: str = Field(default="xemb", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
     """Feast project; also the namespace of this root's slots and markers in a shared Redis
     (give each root that shares one Redis its own project)."""
     repo_path: Path | None = None
     """Feature repo folder; default: the ``feature_repo`` package shipped with xemb."""
-    write_batch_size: int = Field(1000, ge=1)
+    write_batch_size: int = Field(default=1000, ge=1)
     """Rows per online-store write (one SQLite commit, one Redis pipeline)."""
-    registry_cache_ttl_seconds: int = Field(0, ge=0)
+    registry_cache_ttl_seconds: int = Field(default=0, ge=0)
     """How long a reader caches the Feast registry; 0 = load once. Definitions do not change
     between versions (the version switch happens in the online store), so readers need a
     refresh only after an xemb upgrade changed them."""
