@@ -49,3 +49,10 @@ def test_every_method_from_the_shell(capsys, target, tmp_path):
 def test_errors_exit_with_the_error_code(capsys, target):
     assert main(["query", "--target", target, "retrieve", "--domain", "toys", "--item", "1"]) == 2
     assert "domain: unknown domain 'toys'" in capsys.readouterr().err
+
+
+def test_serve_without_a_published_version_fails_fast(capsys, tmp_path):
+    cfg = tmp_path / "xemb.yaml"
+    cfg.write_text("serving:\n  port: 0\n")
+    assert main(["serve", "-c", str(cfg), "--root", str(tmp_path / "empty")]) == 4
+    assert "no published version" in capsys.readouterr().err
