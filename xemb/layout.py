@@ -44,9 +44,12 @@ def index_file(domain: str) -> str:
 
 VECTOR_PARTS = ("full", "transferable", "residual")
 
-# adapter.onnx: semantic [B,S] float32, domain [B] int64 (index into manifest.domains)
-#   -> transferable, residual, full [B,d] float32 (cold-start values; warm items add an id part)
-ADAPTER_INPUTS = ("semantic", "domain")
+# adapter.onnx: semantic [B,S] float32, domain [B] int64 (index into manifest.domains),
+#   item_row [B] int64 (row in items.parquet for catalogue items, -1 for new items)
+#   -> transferable, residual, full [B,d] float32. Every published item vector was computed by
+#   this model; new items (item_row -1) get the text-only path. Feed only the inputs the
+#   session lists (a build without per-item vectors has no item_row input).
+ADAPTER_INPUTS = ("semantic", "domain", "item_row")
 ADAPTER_OUTPUTS = ("transferable", "residual", "full")
 
 # composer.onnx, histories right-aligned (most recent item last, padding in front):
@@ -58,6 +61,6 @@ COMPOSER_INPUTS = ("hist_vec", "hist_domain", "hist_mask", "hist_intents", "hist
                    "target_domain")
 COMPOSER_OUTPUTS = ("user_vec", "intent_weights")
 
-# encoder/model.onnx: input_ids, attention_mask [B,T] int64 -> embedding [B,S] (pooled, L2-normed)
+# encoder/model.onnx: input_ids, attention_mask [B,T] int64 -> semantic [B,S] (pooled, L2-normed)
 ENCODER_INPUTS = ("input_ids", "attention_mask")
-ENCODER_OUTPUTS = ("embedding",)
+ENCODER_OUTPUTS = ("semantic",)

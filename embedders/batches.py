@@ -1,0 +1,51 @@
+"""Training batches over behaviour sequences: padded, length-bucketed, seeded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["SeqBatch", "sequence_batches", "right_aligned"]
+
+
+@dataclass
+class SeqBatch:
+    rows: torch.Tensor  # [B,L] item rows, left-aligned, 0 where padded
+    mask: torch.Tensor  # [B,L] bool
+
+
+def _trim(seqs: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    return [s[-max_len:] for s in seqs if len(s) >= 2]
+
+
+def sequence_batches(seqs: list[np.ndarray], max_len: int, batch_size: int,
+                     rng: np.random.Generator) -> Iterator[SeqBatch]:
+    """Sequences of similar length share a batch (little padding); batch order is shuffled."""
+    seqs = _trim(seqs, max_len)
+    order = np.argsort([len(s) + rng.random() for s in seqs], kind="stable")
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for c in rng.permutation(len(chunks)):
+        group = [seqs[i] for i in chunks[c]]
+        width = max(len(s) for s in group)
+        rows = np.zeros((len(group), width), np.int64)
+        mask = np.zeros((len(group), width), bool)
+        for i, s in enumerate(group):
+            rows[i, : len(s)] = s
+            mask[i, : len(s)] = True
+        yield SeqBatch(torch.from_numpy(rows), torch.from_numpy(mask))
+
+
+def right_aligned(histories: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most recent ``max_len`` rows of each history, right-aligned: (rows, mask)."""
+    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    rows = np.zeros((len(histories), width), np.int64)
+    mask = np.zeros((len(histories), width), np.float32)
+    for i, h in enumerate(histories):
+        h = h[-width:]
+        if len(h):
+            rows[i, width - len(h):] = h
+            mask[i, width - len(h):] = 1.0
+    return rows, mask

@@ -1,0 +1,202 @@
+"""The two small trained models: the item adapter and the intent composer.
+
+Both take plain tensors (no Python-side branching on values) so they export to ONNX with
+dynamic batch and sequence axes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["Adapter", "AdapterExport", "Composer", "N_DISTANCE_BUCKETS", "distance_buckets"]
+
+N_DISTANCE_BUCKETS = 16
+
+
+def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out))
+
+
+class Adapter(nn.Module):
+    """semantic vector -> transferable part (one MLP shared by all domains) + domain residual
+    (one head per domain). ``full = transferable + residual`` is what retrieval scores.
+
+    ``item_emb`` adds a learned per-item vector to the residual of items seen in behaviour;
+    the ONNX export is the text-only path that cold items get.
+    """
+
+    def __init__(self, semantic_dim: int, dim: int, hidden: int, n_domains: int,
+                 n_items: int = 0, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.shared = (_mlp(semantic_dim, hidden, dim, dropout) if hidden
+                       else nn.Linear(semantic_dim, dim))
+        self.heads = nn.ModuleList(nn.Linear(semantic_dim, dim) for _ in range(n_domains))
+        self.item_emb = nn.Embedding(n_items, dim, sparse=True) if n_items else None
+        if self.item_emb is not None:
+            nn.init.normal_(self.item_emb.weight, std=0.01)
+
+    def forward(self, semantic: torch.Tensor, domain: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        transferable = self.shared(semantic)
+        heads = torch.stack([h(semantic) for h in self.heads], dim=1)  # [B, D, d]
+        onehot = F.one_hot(domain, len(self.heads)).to(heads.dtype).unsqueeze(-1)
+        residual = (heads * onehot).sum(1)
+        return _unit_sum(transferable, residual)
+
+    def items(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
+              warm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vectors of catalogue items: the text path plus the id part where ``warm``."""
+        t = self.shared(semantic)
+        heads = torch.stack([h(semantic) for h in self.heads], dim=1)
+        r = (heads * F.one_hot(domain, len(self.heads)).to(heads.dtype).unsqueeze(-1)).sum(1)
+        if self.item_emb is not None:
+            r = r + self.item_emb(rows) * warm.unsqueeze(-1).to(r.dtype)
+        return _unit_sum(t, r)
+
+
+def _unit_sum(t: torch.Tensor, r: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scale both parts so that ``full = t + r`` has unit length: scores are cosines, and the
+    parts still add up to the published full vector."""
+    scale = 1.0 / (t + r).norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    return t * scale, r * scale, (t + r) * scale
+
+
+def distance_buckets(dist: torch.Tensor) -> torch.Tensor:
+    """0..7 exact, then log-spaced up to N_DISTANCE_BUCKETS-1 (distance in events)."""
+    d = dist.clamp(min=0).to(torch.float32)
+    log_b = 8 + torch.floor(torch.log2(d.clamp(min=8) / 8) * 2).to(torch.int64)
+    b = torch.where(d < 8, d.to(torch.int64), log_b)
+    return b.clamp(max=N_DISTANCE_BUCKETS - 1)
+
+
+class Composer(nn.Module):
+    """Behaviour sequence -> user-intent vector for a target domain.
+
+    Two pathways, both conditioned on the target domain and the most recent item:
+    * item attention over the history (relative-recency bias, per-item domain embedding);
+    * atomic intents: each history item votes for its top-m intents with its weights and a
+      learned recency decay; the query attends over the intents that received votes
+      (log-vote prior), so an intent that one noisy item touched cannot dominate.
+    Output = item context + gated intent context, in the item ``full`` space.
+    """
+
+    def __init__(self, dim: int, n_domains: int, intents: torch.Tensor | None,
+                 heads: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dim, self.n_heads = dim, heads
+        self.domain_emb = nn.Embedding(n_domains, dim)
+        self.target_emb = nn.Embedding(n_domains, dim)
+        self.q = nn.Linear(2 * dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.dist_bias = nn.Parameter(torch.zeros(heads, N_DISTANCE_BUCKETS))
+        self.ln = nn.LayerNorm(dim)
+        self.ffn = _mlp(3 * dim, 4 * dim, dim, dropout)
+        self.drop = nn.Dropout(dropout)
+        k = 0 if intents is None else intents.shape[0]
+        self.register_buffer("intents", intents if intents is not None else torch.zeros(0, dim))
+        self.intent_decay = nn.Parameter(torch.zeros(N_DISTANCE_BUCKETS))
+        self.intent_q = nn.Linear(2 * dim, dim)
+        self.intent_out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.intent_out.weight)  # starts as the intent-free model
+        nn.init.zeros_(self.intent_out.bias)
+        self.use_intents = k > 0
+
+    def set_intents(self, intents: torch.Tensor) -> None:
+        self.intents = intents.to(self.intents.dtype)
+        self.use_intents = True
+
+    # -- shared pieces -----------------------------------------------------------------
+    def _query(self, last: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
+        return torch.cat([last, self.target_emb(target_domain)], dim=-1)
+
+    def _item_context(self, q_in: torch.Tensor, keys_in: torch.Tensor, dist: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """q_in [B,Q,2d]; keys_in [B,L,d]; dist [Q,L] event distance; mask [B,Q,L] bool."""
+        b, nq, _ = q_in.shape
+        h, dh = self.n_heads, self.dim // self.n_heads
+        q = self.q(q_in).view(b, nq, h, dh).transpose(1, 2)  # [B,H,Q,dh]
+        k, v = self.kv(keys_in).chunk(2, dim=-1)
+        k = k.view(b, -1, h, dh).transpose(1, 2)
+        v = v.view(b, -1, h, dh).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / dh ** 0.5
+        scores = scores + self.dist_bias[:, distance_buckets(dist)].unsqueeze(0)
+        scores = scores.masked_fill(~mask.unsqueeze(1), -1e9)
+        ctx = torch.softmax(scores, dim=-1) @ v  # [B,H,Q,dh]
+        return ctx.transpose(1, 2).reshape(b, nq, self.dim)
+
+    def _intent_context(self, q_in: torch.Tensor, votes: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """votes [B,Q,K] >= 0 -> (context [B,Q,d], weights [B,Q,K])."""
+        q = self.intent_q(q_in)
+        scores = q @ self.intents.t() / self.dim ** 0.5 + torch.log(votes + 1e-6)
+        scores = scores.masked_fill(votes <= 0, -1e9)
+        w = torch.softmax(scores, dim=-1)
+        return self.intent_out(w @ self.intents), w
+
+    def _combine(self, q_in: torch.Tensor, ctx: torch.Tensor, last: torch.Tensor,
+                 intent_ctx: torch.Tensor) -> torch.Tensor:
+        h = self.ffn(self.drop(torch.cat([q_in, ctx], dim=-1)))
+        return F.normalize(self.ln(h + ctx) + last + intent_ctx, dim=-1)
+
+    # -- serving / export: one query per sequence ----------------------------------------
+    def forward(self, hist_vec: torch.Tensor, hist_domain: torch.Tensor, hist_mask: torch.Tensor,
+                hist_intents: torch.Tensor, hist_intent_w: torch.Tensor,
+                target_domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-aligned histories (most recent last). Returns (user_vec, intent_weights)."""
+        b, length, _ = hist_vec.shape
+        mask = hist_mask > 0.5
+        keys = hist_vec + self.domain_emb(hist_domain)
+        q_in = self._query(hist_vec[:, -1], target_domain).unsqueeze(1)  # [B,1,2d]
+        pos = torch.arange(length, device=hist_vec.device)
+        dist = (length - 1 - pos).view(1, length)
+        ctx = self._item_context(q_in, keys, dist, mask.unsqueeze(1))
+        votes = self._votes(hist_intents, hist_intent_w, hist_mask, dist)  # [B,K]
+        ictx, w = self._intent_context(q_in, votes.unsqueeze(1))
+        user = self._combine(q_in, ctx, hist_vec[:, -1].unsqueeze(1), ictx)
+        return user[:, 0], w[:, 0]
+
+    def _votes(self, ids: torch.Tensor, w: torch.Tensor, mask: torch.Tensor,
+               dist: torch.Tensor) -> torch.Tensor:
+        """[B,L,m] intent ids/weights -> recency-decayed vote per intent [B,K]."""
+        k = max(int(self.intents.shape[0]), 1)
+        decay = torch.sigmoid(self.intent_decay)[distance_buckets(dist)] * mask  # [B,L]
+        onehot = F.one_hot(ids.clamp(min=0), k).to(w.dtype)  # [B,L,m,K]
+        return ((onehot * w.unsqueeze(-1)).sum(2) * decay.unsqueeze(-1)).sum(1)
+
+    # -- training: one query per position (causal) -------------------------------------
+    def causal(self, seq_vec: torch.Tensor, seq_domain: torch.Tensor, seq_mask: torch.Tensor,
+               target_domain: torch.Tensor, dense_intents: torch.Tensor | None
+               ) -> torch.Tensor:
+        """Left-aligned sequences [B,L,...]; output t predicts item t+1 from items <= t.
+        ``dense_intents`` [B,L,K] holds each item's intent weights (or None)."""
+        b, length, _ = seq_vec.shape
+        keys = seq_vec + self.domain_emb(seq_domain)
+        q_in = self._query(seq_vec, target_domain)  # [B,L,2d]
+        pos = torch.arange(length, device=seq_vec.device)
+        dist = pos.view(-1, 1) - pos.view(1, -1)  # [L,L]: t - j
+        mask = (dist >= 0).unsqueeze(0) & seq_mask.unsqueeze(1)
+        ctx = self._item_context(q_in, keys, dist, mask)
+        if self.use_intents and dense_intents is not None:
+            decay = torch.sigmoid(self.intent_decay)[distance_buckets(dist)] * mask  # [B,L,L]
+            votes = decay @ dense_intents  # [B,L,K]
+            ictx, _ = self._intent_context(q_in, votes)
+        else:
+            ictx = torch.zeros_like(ctx)
+        return self._combine(q_in, ctx, seq_vec, ictx)
+
+
+class AdapterExport(nn.Module):
+    """The ONNX face of the adapter: ``item_row`` is the item's row in items.parquet for
+    catalogue items (adds the collaborative part) and -1 for new items (text only)."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def forward(self, semantic: torch.Tensor, domain: torch.Tensor, item_row: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.adapter.items(semantic, domain, item_row.clamp(min=0), item_row >= 0)

