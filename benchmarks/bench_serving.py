@@ -112,10 +112,7 @@ def _user_vectors(v: LoadedVersion, histories: list, domain: int) -> np.ndarray:
     out = []
     for h in histories:
         rows, _ = v.items.lookup(h)
-        it = v.items
-        feed = v.composer.inputs(it.parts["full"][rows], it.domain[rows], it.intent_ids[rows],
-                                 it.intent_w[rows], domain)
-        out.append(v.composer.run(feed)[0])
+        out.append(v.composer.run(v.composer.feed(rows, domain))[0])
     return np.stack(out).astype(np.float32)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from serving.tables import ItemTable
+from xemb.composer_io import ItemArrays, composer_feeds
 from xemb.errors import VersionIntegrityError
 from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOSER_OUTPUTS
 
@@ -39,31 +41,21 @@ def session(path: Path, needs: tuple[str, ...] = (), gives: tuple[str, ...] = ()
 
 
 class Composer:
-    """Behaviour history -> user-intent vector and intent weights, for one target domain."""
+    """Behaviour history -> user-intent vector and intent weights, for one target domain.
 
-    def __init__(self, path: Path, max_len: int, d: int, m: int) -> None:
+    Feeds are built by :func:`xemb.composer_io.composer_feeds`, the same code the offline
+    evaluation uses, so what is served is exactly what was measured.
+    """
+
+    def __init__(self, path: Path, max_len: int, items: ItemTable) -> None:
         self.sess = session(path, COMPOSER_INPUTS, COMPOSER_OUTPUTS)
-        self.max_len, self.d, self.m = max_len, d, m
+        self.max_len = max_len
+        self.arrays = ItemArrays(items.parts["full"], items.domain, items.intent_ids,
+                                 items.intent_w)
 
-    def inputs(self, full: np.ndarray, domain: np.ndarray, intents: np.ndarray,
-               intent_w: np.ndarray, target: int) -> dict[str, np.ndarray]:
-        """Right-align the most recent ``max_len`` items (padding in front), batch of one."""
-        L, n = self.max_len, min(len(full), self.max_len)
-        feed: dict[str, np.ndarray] = {
-            "hist_vec": np.zeros((1, L, self.d), np.float32),
-            "hist_domain": np.zeros((1, L), np.int64),
-            "hist_mask": np.zeros((1, L), np.float32),
-            "hist_intents": np.zeros((1, L, self.m), np.int64),
-            "hist_intent_w": np.zeros((1, L, self.m), np.float32),
-            "target_domain": np.array([target], np.int64),
-        }
-        if n:
-            feed["hist_vec"][0, L - n:] = full[-n:]
-            feed["hist_domain"][0, L - n:] = domain[-n:]
-            feed["hist_mask"][0, L - n:] = 1.0
-            feed["hist_intents"][0, L - n:] = intents[-n:]
-            feed["hist_intent_w"][0, L - n:] = intent_w[-n:]
-        return feed
+    def feed(self, rows: np.ndarray, target: int) -> dict[str, np.ndarray]:
+        """One history of item rows (oldest first, at least one) -> the model's inputs."""
+        return composer_feeds(self.arrays, [rows], np.array([target], np.int64), self.max_len)
 
     def run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         user_vec, weights = self.sess.run(list(COMPOSER_OUTPUTS), feed)

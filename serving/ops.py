@@ -71,10 +71,7 @@ def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
             raise FailedPrecondition(f"history.item_ids: none of the {len(history)} items is "
                                      f"known in version {v.version}, and no user_id")
         raise InvalidArgument("give a history or a user_id", field="history")
-    it = v.items
-    feed = v.composer.inputs(it.parts["full"][rows], it.domain[rows], it.intent_ids[rows],
-                             it.intent_w[rows], target)
-    vector, weights = v.composer.run(feed)
+    vector, weights = v.composer.run(v.composer.feed(rows, target))
     return Composed(vector, _top(v, weights, top), stored=False, unknown=unknown,
                     used=len(rows))
 

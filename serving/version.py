@@ -89,10 +89,7 @@ def _indexes(base: Path, manifest: Manifest, items: ItemTable,
 
 def _smoke(v: LoadedVersion) -> None:
     """One request through every model and index; any wrong shape or NaN refuses the version."""
-    rows = np.arange(min(3, len(v.items)))
-    feed = v.composer.inputs(v.items.parts["full"][rows], v.items.domain[rows],
-                             v.items.intent_ids[rows], v.items.intent_w[rows], 0)
-    user_vec, weights = v.composer.run(feed)
+    user_vec, weights = v.composer.run(v.composer.feed(np.arange(min(3, len(v.items))), 0))
     if user_vec.shape != (v.dim,) or not np.isfinite(user_vec).all() or \
             len(weights) != len(v.intents.labels):
         raise VersionIntegrityError(f"version {v.version}: composer smoke test failed")
@@ -126,8 +123,7 @@ def load_version(store: VersionStore, version: str, knobs: SearchKnobs) -> Loade
     has_encoder = layout.ENCODER_ONNX in manifest.files and layout.ADAPTER_ONNX in manifest.files
     loaded = LoadedVersion(
         manifest=manifest, items=items, intents=intents, users=users,
-        composer=Composer(base / layout.COMPOSER_ONNX, int(p["composer_max_len"]), d,
-                          int(p["top_m"])),
+        composer=Composer(base / layout.COMPOSER_ONNX, int(p["composer_max_len"]), items),
         encoder=ColdStartEncoder(base / layout.ENCODER_DIR, base / layout.ADAPTER_ONNX)
         if has_encoder else None,
         indexes=_indexes(base, manifest, items, knobs),
