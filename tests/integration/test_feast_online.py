@@ -38,15 +38,20 @@ def redis_url() -> Any:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[VersionStore, str]:
+    store = VersionStore(tmp_path_factory.mktemp("synthetic"))
+    return store, make_version(store, n_items=300, n_users=60)
+
+
+@pytest.fixture(scope="module")
+def source(request: pytest.FixtureRequest, synthetic: tuple[VersionStore, str]
            ) -> tuple[VersionStore, str]:
-    """A real small build when the suite has one (``tiny_build``), else synthetic vectors."""
+    """The session's real small build (``tiny_build``) where the suite has one."""
     try:
         build = request.getfixturevalue("tiny_build")
-        return build.store, build.manifest.version
     except pytest.FixtureLookupError:
-        store = VersionStore(tmp_path_factory.mktemp("source"))
-        return store, make_version(store, n_items=300, n_users=60)
+        return synthetic
+    return build.store, build.manifest.version
 
 
 def new_root(backend: str, source: tuple[VersionStore, str], tmp: Path,
@@ -197,9 +202,9 @@ def _assert_exactly(fs: Any, store: VersionStore, version: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_killed_materialization_leaves_old_version_and_rerun_switches(
-        backend: str, source: tuple[VersionStore, str], tmp_path: Path,
+        backend: str, synthetic: tuple[VersionStore, str], tmp_path: Path,
         request: pytest.FixtureRequest) -> None:
-    env = new_root(backend, source, tmp_path, request)
+    env = new_root(backend, synthetic, tmp_path, request)
     publish_to_feast(env.cfg, env.store, env.version)
     env.store.set_current(env.version)
     reader = get_feature_store(env.root)
