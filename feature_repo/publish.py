@@ -93,7 +93,17 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     out["materialize_s"] = time.perf_counter() - clock
     out["dropped_slots"] = _drop_stale_slots(fs, store, version)
     out["rows_per_s"] = sum(out["rows"].values()) / max(out["materialize_s"], 1e-9)
+    _write_metrics(store.root, version, out)
     return out
+
+
+def _write_metrics(root: Path, version: str, metrics: dict[str, Any]) -> None:
+    """The manifest is sealed before Feast runs, so publish metrics live beside it here."""
+    import json
+
+    path = names.feast_dir(root) / "metrics" / f"{version}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
 
 
 def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ and no mixed versions when a materialization is killed half-way."""
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def test_publish_reports_rows_and_timings(published: SimpleNamespace) -> None:
     assert m["rows"] == {k: v for k, v in zip(names.TABLES, expected_rows(
         published.store, published.version).values(), strict=True)}
     assert m["materialize_s"] > 0 and m["rows_per_s"] > 0
+    saved = names.feast_dir(published.root) / "metrics" / f"{published.version}.json"
+    assert json.loads(saved.read_text())["rows"] == m["rows"]
 
 
 def test_ranking_service_returns_published_vectors_bit_for_bit(published: SimpleNamespace
