@@ -8,12 +8,18 @@ caller's choice, so the served model and the baselines run through the same code
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embedders.data import Dataset
+from xemb.errors import FailedPrecondition
 
-__all__ = ["EvalSet", "eval_set", "rank_metrics", "popularity_scores"]
+__all__ = ["EvalSet", "eval_set", "rank_metrics", "popularity_scores", "served_metrics",
+           "baseline_metrics"]
 
 
 @dataclass
@@ -71,3 +77,47 @@ def popularity_scores(ds: Dataset) -> np.ndarray:
     for _, s in ds.sequences["train"]:
         np.add.at(counts, s, 1)
     return counts
+
+
+def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
+                   n_neg: int = 999, seed: int = 42, recall_k: int = 50
+                   ) -> dict[str, dict[str, float]]:
+    """Exactly the served path: user vector = composer.onnx output for the history (inputs
+    built by xemb.composer_io, as the gRPC service builds them), item vector = the published
+    ``full`` column, score = dot product."""
+    from xemb import layout
+    from xemb.composer_io import ItemArrays, compose_batched
+
+    items = pq.read_table(version_dir / layout.ITEMS)
+    if not np.array_equal(items.column("item_id").to_numpy(), ds.item_ids):
+        raise FailedPrecondition(f"{version_dir}: the published items are not the dataset's "
+                                 "items (was it built from another config?)")
+    arrays = ItemArrays(_matrix(items, "full"), ds.item_domain,
+                        _matrix(items, "intent_ids"), _matrix(items, "intent_weights"))
+    es = eval_set(ds, split, n_neg, seed)
+    sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
+                                providers=["CPUExecutionProvider"])
+    users, _ = compose_batched(sess, arrays, es.histories, es.target_domain, max_len)
+    full = arrays.full
+    return rank_metrics(lambda i, pool: full[pool] @ users[i], es, ds.item_domain, ds.domains,
+                        recall_k=recall_k)
+
+
+def baseline_metrics(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int = 999,
+                     seed: int = 42, recall_k: int = 50) -> dict[str, dict]:
+    """Popularity (train counts) and the mean of the last 5 text vectors (dot product)."""
+    es = eval_set(ds, split, n_neg, seed)
+    pop = popularity_scores(ds)
+    last5 = np.stack([semantic[h[-5:]].mean(0) for h in es.histories])
+    return {
+        "popularity": rank_metrics(lambda i, pool: pop[pool], es, ds.item_domain, ds.domains,
+                                   recall_k=recall_k),
+        "text_last5": rank_metrics(lambda i, pool: semantic[pool] @ last5[i], es,
+                                   ds.item_domain, ds.domains, recall_k=recall_k),
+    }
+
+
+def _matrix(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    flat = col.flatten().to_numpy()
+    return flat.reshape(len(col), -1)

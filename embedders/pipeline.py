@@ -23,7 +23,7 @@ from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.settings import XembConfig
 from xemb.store import Manifest, VersionStore
 
-__all__ = ["STAGES", "BuildContext", "build", "log"]
+__all__ = ["STAGES", "BuildContext", "build", "log", "semantic_vectors"]
 
 STAGES = ("encode", "adapt", "intents", "compose", "publish")
 CODE_VERSION = "1"  # bump when a change to the training code changes its output
@@ -215,3 +215,12 @@ def _require_upstream(ctx: BuildContext, stage: str) -> None:
                 continue
             raise FailedPrecondition(f"stage {stage!r} needs {up!r} first (run it, or run "
                                      f"all stages)")
+
+
+def semantic_vectors(cfg: XembConfig, ds: Dataset) -> np.ndarray:
+    """The frozen encoder's vectors for every item (from the encode cache when present)."""
+    encoder = load_encoder(cfg.encoder)
+    images = (ds.items.column("image_path").to_pylist()
+              if "image_path" in ds.items.column_names else None)
+    vectors, _ = encode_items(encoder, ds.texts, images, cfg.build.root / "cache" / "encode")
+    return vectors

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from embedders.export import export_onnx, ort_session
 from embedders.intents import IntentLibrary
@@ -28,7 +27,7 @@ from embedders.pipeline import (
     new_composer,
 )
 from xemb import layout
-from xemb.composer_io import ItemArrays, composer_feeds
+from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.settings import config_hash
 from xemb.store import Manifest
 
@@ -96,21 +95,6 @@ def _export_composer(ctx: BuildContext, lib: IntentLibrary, items: ItemArrays, o
     return diff, ort_session(out / layout.COMPOSER_ONNX, ctx.cfg.build.threads)
 
 
-def compose_users(sess, items: ItemArrays, histories: list[np.ndarray],  # type: ignore[no-untyped-def]
-                  target_domain: np.ndarray, max_len: int, desc: str = "users"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """User vectors and intent weights through ONNX Runtime, batched."""
-    vecs, weights = [], []
-    step = 1024
-    for s in tqdm(range(0, len(histories), step), desc=desc, unit="batch",
-                  disable=len(histories) <= step):
-        feeds = composer_feeds(items, histories[s:s + step], target_domain[s:s + step], max_len)
-        v, w = sess.run(None, feeds)
-        vecs.append(v)
-        weights.append(w)
-    return np.concatenate(vecs), np.concatenate(weights)
-
-
 def _top(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, weights.shape[1])
     idx = np.argsort(-weights, axis=1, kind="stable")[:, :k]
@@ -122,7 +106,7 @@ def _write_users(ctx: BuildContext, sess, items: ItemArrays, out: Path) -> int: 
     n_dom = len(ctx.ds.domains)
     hist = [s for _, s in users for _ in range(n_dom)]
     target = np.tile(np.arange(n_dom), len(users))
-    vec, w = compose_users(sess, items, hist, target, ctx.cfg.composer.max_len)
+    vec, w = compose_batched(sess, items, hist, target, ctx.cfg.composer.max_len)
     top_ids, top_w = _top(w, ctx.cfg.composer.top_intents)
     table = pa.table({
         "user_id": pa.array([u for u, _ in users for _ in range(n_dom)], pa.string()),

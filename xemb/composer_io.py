@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-__all__ = ["ItemArrays", "composer_feeds"]
+__all__ = ["ItemArrays", "composer_feeds", "compose_batched"]
 
 
 class ItemArrays:
@@ -41,3 +42,17 @@ def composer_feeds(items: ItemArrays, histories: Sequence[np.ndarray],
         "hist_intent_w": items.intent_weights[rows] * mask[..., None],
         "target_domain": np.asarray(target_domain, np.int64).reshape(-1),
     }
+
+
+def compose_batched(sess, items: ItemArrays, histories: Sequence[np.ndarray],  # type: ignore[no-untyped-def]
+                    target_domain: np.ndarray, max_len: int, batch: int = 1024
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """User vectors and intent weights for many histories through an ONNX Runtime session."""
+    vecs, weights = [], []
+    for s in tqdm(range(0, len(histories), batch), desc="compose", unit="batch",
+                  disable=len(histories) <= batch):
+        v, w = sess.run(None, composer_feeds(items, histories[s:s + batch],
+                                             target_domain[s:s + batch], max_len))
+        vecs.append(v)
+        weights.append(w)
+    return np.concatenate(vecs), np.concatenate(weights)

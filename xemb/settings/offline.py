@@ -19,7 +19,7 @@ class DataConfig(_Section):
     path: Path | None = None
     """Folder of a ``food-kitchen`` dataset."""
     items: Path | None = None
-    """``tables``: items file with ``item_id``, ``domain``, the text fields, optional ``image_path``."""
+    """``tables``: items file: ``item_id``, ``domain``, text fields, optional ``image_path``."""
     events: Path | None = None
     """``tables``: events file with ``user_id``, ``item_id`` and ``ts`` or ``position``."""
     text_fields: list[str] = Field(default_factory=lambda: ["title"], min_length=1)

@@ -1,0 +1,73 @@
+"""`xemb build` and `xemb eval`. Imports of torch happen inside the commands, so `xemb --help`
+and the serving commands stay light."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from xemb.cli import add_config_args, config_from_args
+from xemb.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def _need_offline() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("the offline job needs torch and transformers: "
+                          "pip install torch==2.13.0 'xemb[offline]'") from exc
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    _need_offline()
+    from embedders.pipeline import build
+
+    cfg = config_from_args(args)
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    manifest = build(cfg, stages=stages, force=args.force)
+    if manifest is not None:
+        print(json.dumps({"version": manifest.version, "counts": manifest.counts,
+                          "root": str(cfg.build.root)}))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    _need_offline()
+    from embedders.data import load_dataset
+    from embedders.evaluate import baseline_metrics, served_metrics
+    from embedders.pipeline import semantic_vectors
+    from xemb.store import VersionStore
+
+    cfg = config_from_args(args)
+    store = VersionStore(cfg.build.root)
+    version = args.version or store.current()
+    manifest = store.verify(version)
+    ds = load_dataset(cfg.data)
+    e = cfg.eval
+    result = served_metrics(store.path(version), ds, args.split,
+                            int(manifest.params["composer_max_len"]), e.negatives, e.seed,
+                            e.recall_k)
+    result["baselines"] = baseline_metrics(ds, semantic_vectors(cfg, ds), args.split,
+                                           e.negatives, e.seed, e.recall_k)
+    print(f"[xemb] eval: version {version}, split {args.split}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="run the offline job and publish a new version")
+    add_config_args(p)
+    p.add_argument("--stages", default=None,
+                   help="comma-separated subset of encode,adapt,intents,compose,publish")
+    p.add_argument("--force", action="store_true",
+                   help="publish a new version even if nothing changed")
+    p.set_defaults(func=_cmd_build)
+    p = sub.add_parser("eval", help="evaluate a published version on the valid/test split")
+    add_config_args(p)
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--version", default=None, help="version id (default: current)")
+    p.set_defaults(func=_cmd_eval)
