@@ -237,3 +237,20 @@ def test_killed_materialization_leaves_old_version_and_rerun_switches(
     _assert_exactly(reader, env.store, env.version)  # ...and still serves the old one
     env.store.set_current(new)                       # until CURRENT moves
     _assert_exactly(reader, env.store, new)
+
+
+@pytest.mark.redis
+def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: Path) -> None:
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    from feature_repo.repo_config import repo_config_dict
+    from feature_repo.testing import free_port
+    from xemb.errors import Unavailable
+
+    if published.cfg.feast.online_store != "redis":
+        pytest.skip("redis only")
+    feast = published.cfg.feast.model_copy(update={"redis_url": f"127.0.0.1:{free_port()}"})
+    fs = FeatureStore(config=RepoConfig(**repo_config_dict(published.root, feast)))
+    with pytest.raises(Unavailable, match="unreachable"):
+        fs.get_online_features(features=["item_embeddings:full"], entity_rows=[{"item_id": 1}])
