@@ -38,23 +38,26 @@ def run_ort(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np
 
 def export_onnx(module: torch.nn.Module, example: dict[str, torch.Tensor], path: Path,
                 outputs: Sequence[str], dynamic: dict[str, dict[int, str]], tol: float,
-                check_inputs: list[dict[str, torch.Tensor]] | None = None) -> float:
+                check_inputs: list[dict[str, torch.Tensor]] | None = None,
+                dynamo: bool = False) -> float:
     """Export ``module`` (called with keyword inputs) and return the max abs difference
-    between torch and ONNX Runtime over ``example`` and ``check_inputs``."""
+    between torch and ONNX Runtime over ``example`` and ``check_inputs`` (which should have
+    other batch/sequence sizes, so a shape baked into the graph is caught here).
+
+    The TorchScript exporter is fast and fine for our small models; transformers' encoders
+    need the dynamo exporter (the tracer bakes their attention-mask shapes into the graph)."""
     module = module.eval()
     names = list(example)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dims: dict[str, torch.export.Dim] = {}
-    shapes = {n: {axis: dims.setdefault(name, torch.export.Dim(name))
-                  for axis, name in dynamic.get(n, {}).items()} for n in names}
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
-        # The dynamo exporter: the legacy tracer bakes transformers' mask shapes into the graph.
-        torch.onnx.export(
-            module, (), str(path), kwargs=dict(example),
-            input_names=names, output_names=list(outputs), dynamic_shapes=shapes,
-            dynamo=True, external_data=False, verbose=False,
-        )
+        if dynamo:
+            _export_dynamo(module, example, path, outputs, dynamic)
+        else:
+            torch.onnx.export(
+                module, (), str(path), kwargs=dict(example), input_names=names,
+                output_names=list(outputs), dynamic_axes=dynamic, opset_version=17,
+                dynamo=False)
     sess = ort_session(path)
     worst = 0.0
     for feeds in [example, *(check_inputs or [])]:
@@ -68,6 +71,16 @@ def export_onnx(module: torch.nn.Module, example: dict[str, torch.Tensor], path:
         raise ParityError(f"{path.name}: ONNX Runtime differs from torch by {worst:.3g} "
                           f"(tolerance {tol:.0e})")
     return worst
+
+
+def _export_dynamo(module: torch.nn.Module, example: dict[str, torch.Tensor], path: Path,
+                   outputs: Sequence[str], dynamic: dict[str, dict[int, str]]) -> None:
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = {n: {axis: dims.setdefault(name, torch.export.Dim(name))
+                  for axis, name in dynamic.get(n, {}).items()} for n in example}
+    torch.onnx.export(module, (), str(path), kwargs=dict(example),
+                      input_names=list(example), output_names=list(outputs),
+                      dynamic_shapes=shapes, dynamo=True, external_data=False)
 
 
 @contextlib.contextmanager
@@ -86,7 +99,8 @@ def export_encoder(encoder, out_dir: Path, sample_texts: list[str], tol: float,
     checks = [encoder.tokenize(sample_texts[4:16])] if len(sample_texts) > 4 else None
     diff = export_onnx(encoder.module, example, target, layout.ENCODER_OUTPUTS,
                        {"input_ids": {0: "batch", 1: "tokens"},
-                        "attention_mask": {0: "batch", 1: "tokens"}}, tol, checks)
+                        "attention_mask": {0: "batch", 1: "tokens"}}, tol, checks,
+                       dynamo=True)
     encoder.tokenizer.backend_tokenizer.save(str(out_dir / layout.ENCODER_TOKENIZER))
     pad_id = encoder.tokenizer.pad_token_id
     meta = {"max_length": max_length, "pad_id": 0 if pad_id is None else int(pad_id),

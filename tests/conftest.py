@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def make_slice(dst: Path, n_train: int = 240, n_eval: int = 30, n_cold: int = 20) -> Path:
+def make_slice(dst: Path, n_train: int = 60, n_eval: int = 20, n_cold: int = 20) -> Path:
     """Write a food-kitchen-layout slice: ``n_train`` train users of each group, ``n_eval``
     valid and test rows, their items, plus ``n_cold`` items never seen in behaviour."""
     seqs = pq.read_table(EXAMPLE / "sequences.parquet")
@@ -45,7 +45,7 @@ def make_slice(dst: Path, n_train: int = 240, n_eval: int = 30, n_cold: int = 20
 
 TINY_CONFIG = {
     "data": {"format": "food-kitchen", "path": "data"},
-    "encoder": {"type": "text", "batch_size": 128},
+    "encoder": {"type": "text", "batch_size": 128, "max_length": 32},
     "adapter": {"dim": 32, "hidden": 64, "epochs": 2, "batch_size": 128, "negatives": 128},
     "intents": {"k": 16, "top_m": 3, "niter": 5},
     "composer": {"epochs": 1, "batch_size": 128, "negatives": 128, "max_len": 20},
@@ -72,13 +72,37 @@ class TinyBuild:
     manifest: object  # Manifest
 
 
+def make_tiny_bert(dst: Path) -> Path:
+    """A real BERT checkpoint with small random weights and MiniLM's tokenizer: the full
+    transformers loading path, in milliseconds per batch."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from embedders.encode import default_model_path
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch", reason="needs the 'offline' extra")
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
 @pytest.fixture(scope="session")
 def tiny_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_slice(tmp_path_factory.mktemp("slice") / "data")
 
 
 @pytest.fixture(scope="session")
-def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path) -> TinyBuild:
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path,
+               tiny_bert: Path) -> TinyBuild:
     """One real build of a small slice, shared by the whole session (read-only!)."""
     pytest.importorskip("torch", reason="the offline job needs the 'offline' extra")
     from embedders.pipeline import build
@@ -87,7 +111,7 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path) -> Ti
 
     folder = tmp_path_factory.mktemp("tiny")
     (folder / "data").symlink_to(tiny_slice)
-    path = write_config(folder)
+    path = write_config(folder, {"encoder": {"model": str(tiny_bert)}})
     cfg = load_config(path)
     manifest = build(cfg)
     return TinyBuild(path, cfg, cfg.build.root, VersionStore(cfg.build.root), manifest)
