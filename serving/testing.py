@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from serving.client import XembClient
     from serving.server import XembServer
 
-__all__ = ["publish_synthetic", "clone_version", "running", "SYNTH_DOMAINS"]
+__all__ = ["publish_synthetic", "clone_version", "copy_published", "running", "SYNTH_DOMAINS"]
 
 SYNTH_DOMAINS = ["grocery", "kitchen"]
 WORDS = ("salt", "pepper", "tea", "coffee", "pan", "pot", "knife", "spoon", "olive", "oil",
@@ -249,3 +249,16 @@ def running(root: str | Path, **serving: object) -> Iterator[tuple[XembServer, X
     finally:
         client.close()
         server.stop(0).wait()
+
+
+def copy_published(src_root: str | Path, dst_root: str | Path) -> Manifest:
+    """Copy the current version of ``src_root`` into ``dst_root`` and make it current there
+    (tests that publish more versions must not touch a shared, read-only root)."""
+    import shutil
+
+    src = VersionStore(src_root)
+    version = src.current()
+    dst = VersionStore(dst_root)
+    dst.versions_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src.path(version), dst.versions_dir / version)
+    return dst.set_current(version)

@@ -6,24 +6,49 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from serving.testing import clone_version, publish_synthetic, running
+from serving.testing import clone_version, copy_published, publish_synthetic, running
 from xemb import layout
 from xemb.store import VersionStore
 
 pytestmark = pytest.mark.integration
 
-IDS = np.arange(1, 201, dtype=np.int64)
-HISTORY = [5, 17, 250, 400, 3]
+
+@pytest.fixture(params=["synthetic", "tiny"])
+def published(request, tmp_path):
+    """A root of our own with one current version: synthetic, or a copy of the tiny build."""
+    if request.param == "synthetic":
+        publish_synthetic(tmp_path)
+    else:
+        try:
+            tiny = request.getfixturevalue("tiny_build")
+        except pytest.FixtureLookupError:
+            pytest.skip("tiny_build fixture not available")
+        copy_published(tiny.root, tmp_path)
+    store = VersionStore(tmp_path)
+    items = pq.read_table(store.path(store.current()) / layout.ITEMS,
+                          columns=["item_id", "domain"]).to_pandas()
+    kitchen = items[items["domain"] == "kitchen"]["item_id"].to_numpy()
+    probe = Probe(items["item_id"].to_numpy()[:200], items["item_id"].to_numpy()[::7][:5].tolist(),
+                  "kitchen" if len(kitchen) else str(items["domain"].iloc[0]))
+    return tmp_path, probe
 
 
-def _table(store: VersionStore, version: str) -> bytes:
+@dataclass(frozen=True)
+class Probe:
+    ids: np.ndarray
+    history: list[int]
+    domain: str
+
+
+def _table(store: VersionStore, version: str, ids: np.ndarray) -> bytes:
     items = pq.read_table(store.path(version) / layout.ITEMS).to_pandas().set_index("item_id")
-    return np.stack(items.loc[IDS, "full"].to_numpy()).astype(np.float32).tobytes()
+    return np.stack(items.loc[ids, "full"].to_numpy()).astype(np.float32).tobytes()
 
 
 def _wait_for(predicate, timeout: float = 10.0) -> None:
@@ -36,23 +61,23 @@ def _wait_for(predicate, timeout: float = 10.0) -> None:
 class Load:
     """Client threads calling three methods in a loop, recording every response."""
 
-    def __init__(self, client, threads: int = 4) -> None:
-        self.client, self.stop = client, threading.Event()
+    def __init__(self, client, probe: Probe, threads: int = 4) -> None:
+        self.client, self.probe, self.stop = client, probe, threading.Event()
         self.seen: list[tuple[str, str, bytes]] = []
         self.failures: list[BaseException] = []
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
 
     def _run(self, i: int) -> None:
-        c = self.client
+        c, p = self.client, self.probe
         while not self.stop.is_set():
             try:
                 if i % 2 == 0:
-                    r = c.get_item_embeddings(IDS)
+                    r = c.get_item_embeddings(p.ids)
                     self.seen.append(("items", r.version, r.vectors.tobytes()))
                 else:
-                    r = c.compose_user_intent(HISTORY, target_domain="kitchen")
+                    r = c.compose_user_intent(p.history, target_domain=p.domain)
                     self.seen.append(("compose", r.version, r.vector.tobytes()))
-                    q = c.retrieve("kitchen", 10, history=HISTORY)
+                    q = c.retrieve(p.domain, 10, history=p.history)
                     self.seen.append(("retrieve", q.version, q.item_ids.tobytes()))
             except BaseException as exc:  # noqa: BLE001 - any failure fails the test
                 self.failures.append(exc)
@@ -71,20 +96,21 @@ class Load:
         return {v for _, v, _ in list(self.seen)}
 
 
-def _expected(client, version: str) -> dict[str, bytes]:
-    return {"items": client.get_item_embeddings(IDS, version=version).vectors.tobytes(),
-            "compose": client.compose_user_intent(HISTORY, target_domain="kitchen",
+def _expected(client, p: Probe, version: str) -> dict[str, bytes]:
+    return {"items": client.get_item_embeddings(p.ids, version=version).vectors.tobytes(),
+            "compose": client.compose_user_intent(p.history, target_domain=p.domain,
                                                   version=version).vector.tobytes(),
-            "retrieve": client.retrieve("kitchen", 10, history=HISTORY,
+            "retrieve": client.retrieve(p.domain, 10, history=p.history,
                                         version=version).item_ids.tobytes()}
 
 
-def test_swap_and_rollback_under_load(tmp_path):
-    store = VersionStore(tmp_path)
-    v1 = publish_synthetic(tmp_path).version
-    with running(tmp_path, poll_interval_s=0.05) as (server, client):
-        v2 = clone_version(tmp_path, v1, scale=2.0).version
-        with Load(client) as load:
+def test_swap_and_rollback_under_load(published):
+    root, probe = published
+    store = VersionStore(root)
+    v1 = store.current()
+    with running(root, poll_interval_s=0.05) as (server, client):
+        v2 = clone_version(root, v1, scale=2.0).version
+        with Load(client, probe) as load:
             _wait_for(lambda: len(load.seen) > 50)
             store.set_current(v2)  # the poller notices, loads, checks and switches
             _wait_for(lambda: server.holder.current.version == v2)
@@ -96,9 +122,9 @@ def test_swap_and_rollback_under_load(tmp_path):
             _wait_for(lambda: len(load.seen) > mark + 50)
         assert not load.failures, load.failures[:3]
         assert load.versions() == {v1, v2}
-        expected = {v: _expected(client, v) for v in (v1, v2)}
-    assert expected[v1]["items"] == _table(store, v1)
-    assert expected[v2]["items"] == _table(store, v2) != expected[v1]["items"]
+        expected = {v: _expected(client, probe, v) for v in (v1, v2)}
+    assert expected[v1]["items"] == _table(store, v1, probe.ids)
+    assert expected[v2]["items"] == _table(store, v2, probe.ids) != expected[v1]["items"]
     assert expected[v1]["compose"] != expected[v2]["compose"]
     for kind, version, payload in load.seen:  # every response is one version, whole
         assert payload == expected[version][kind], (kind, version)
@@ -137,7 +163,8 @@ def _wrong_index(path, when):  # checksums match, the content does not
                          ids=["checksum", "incomplete", "bad-index"])
 def test_broken_version_is_refused_and_old_keeps_serving(tmp_path, damage):
     v1 = publish_synthetic(tmp_path).version
-    with running(tmp_path) as (server, client), Load(client, threads=2) as load:
+    probe = Probe(np.arange(1, 201), [5, 17, 250, 400, 3], "kitchen")
+    with running(tmp_path) as (server, client), Load(client, probe, threads=2) as load:
         bad = _republish(tmp_path, v1, damage)
         (tmp_path / "CURRENT").write_text(bad + "\n")  # a botched deploy, past set_current
         assert server.reload() is False
