@@ -68,6 +68,11 @@ def _deadline_passed(context: grpc.ServicerContext) -> bool:
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
+    """Wraps every unary method: auth, then the deadline, then the call, timed and mapped.
+
+    Streaming methods (health Watch, reflection) only get the auth check.
+    """
+
     def __init__(self, metrics: Metrics, auth: TokenAuth | None = None) -> None:
         self.metrics, self.auth = metrics, auth
 
