@@ -72,7 +72,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def new_version_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    return f"v{now.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    # millisecond resolution: ids sort in creation order (list_ids, gc and rollback rely on it)
+    return f"v{now.strftime('%Y%m%dT%H%M%S')}{now.microsecond // 1000:03d}-{secrets.token_hex(3)}"
 
 
 def _fsync_dir(path: Path) -> None:

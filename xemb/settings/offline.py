@@ -90,11 +90,13 @@ class ComposerConfig(_Section):
     max_request_len: int = Field(1000, ge=1)
     """Longest history a request may carry (older items beyond ``max_len`` are ignored)."""
     heads: int = Field(2, ge=1)
+    """Attention heads over the history (``adapter.dim`` must divide by it)."""
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(512, ge=8)
     lr: float = Field(2e-3, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.07, gt=0)
+    """Softmax temperature of the next-item loss (vectors are unit length)."""
     negatives: int = Field(4096, ge=1)
     """Uniform negatives from the target domain per step."""
     top_intents: int = Field(5, ge=1)
@@ -115,5 +117,8 @@ class BuildConfig(_Section):
 
 class EvalConfig(_Section):
     negatives: int = Field(999, ge=1)
+    """Sampled negatives per held-out target, from the target's domain."""
     seed: int = 42
+    """Seed of the single generator that draws negatives row by row (the papers' protocol)."""
     recall_k: int = Field(50, ge=1)
+    """Cut-off of the full-ranking recall over the whole target domain."""
