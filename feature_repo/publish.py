@@ -10,6 +10,7 @@ the build's ``VersionStore.set_current`` does, in one os.replace.
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -82,7 +83,9 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     out["export_s"], clock = time.perf_counter() - clock, time.perf_counter()
     fs = _open(store.root, cfg)
     defs = build_definitions(store.root)
-    fs.apply(defs.objects())
+    with warnings.catch_warnings():  # Feast flags every on-demand view as "experimental"
+        warnings.filterwarnings("ignore", "On demand feature view", RuntimeWarning)
+        fs.apply(defs.objects())
     out["apply_s"], clock = time.perf_counter() - clock, time.perf_counter()
     online = _online(fs)
     out["already_ready"] = online.slots(fs.config).ready_info(version) is not None
