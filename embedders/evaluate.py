@@ -38,6 +38,8 @@ def eval_set(ds: Dataset, split: str, n_neg: int = 999, seed: int = 42) -> EvalS
     rng = np.random.default_rng(seed)
     ids = ds.item_ids
     by_domain = {d: ids[ds.item_domain == d] for d in np.unique(ds.item_domain)}
+    # small catalogues (test slices) have fewer than n_neg items in a domain
+    n_neg = min([n_neg, *(len(p) - 1 for p in by_domain.values())])
     negs = np.zeros((len(seqs), n_neg), np.int64)
     for i, (t, d) in enumerate(zip(targets, tdom)):
         pool = by_domain[d]
