@@ -153,3 +153,25 @@ def test_pointer_follows_os_replace(tmp_path: Path) -> None:
     tmp.write_text("v2\n")
     os.replace(tmp, tmp_path / "CURRENT")
     assert pointer.read() == "v2"
+
+
+def test_cli_export_and_publish_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    import argparse
+    import json
+
+    from feature_repo.cli import main, register
+
+    store = VersionStore(tmp_path)
+    version = make_version(store, n_items=10)
+    assert main(["export", "--root", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {version: {"items": 10, "users": 80,
+                                                             "intents": 16}}
+    config = tmp_path / "xemb.yaml"
+    config.write_text(f"build: {{root: {tmp_path}}}\n")
+    assert main(["publish", "-c", str(config)]) == 4          # nothing is CURRENT yet
+    assert "no published version" in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["feast", "export", "--root", str(tmp_path)])
+    assert args.func(args) == 0
