@@ -237,6 +237,30 @@ def test_killed_materialization_leaves_old_version_and_rerun_switches(
     _assert_exactly(reader, env.store, env.version)  # ...and still serves the old one
     env.store.set_current(new)                       # until CURRENT moves
     _assert_exactly(reader, env.store, new)
+    env.store.set_current(env.version)               # rollback: the kept slot serves at once
+    _assert_exactly(reader, env.store, env.version)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slots_of_garbage_collected_versions_are_dropped(
+        backend: str, synthetic: tuple[VersionStore, str], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    env = new_root(backend, synthetic, tmp_path, request)
+    first = env.version
+    publish_to_feast(env.cfg, env.store, first)
+    env.store.set_current(first)
+    second = derive_version(env.store, first, seed=2)
+    publish_to_feast(env.cfg, env.store, second)
+    env.store.set_current(second)
+    assert env.store.gc(keep=1) == [first]
+    third = derive_version(env.store, second, seed=3)
+    assert publish_to_feast(env.cfg, env.store, third)["dropped_slots"] == [first]
+    fs = get_feature_store(env.root)
+    online = fs._get_provider().online_store
+    assert online.slots(fs.config).list() == sorted([second, third])
+    assert all(online.slots(fs.config).count(fs.config, first, v) == 0
+               for v in fs.list_feature_views())
+    _assert_exactly(fs, env.store, second)
 
 
 @pytest.mark.redis
