@@ -113,7 +113,10 @@ class SqliteSlots(Slots):
         return sqlite3.connect(f"file:{self.path(slot)}?mode=ro", uri=True)
 
     def count(self, base: RepoConfig, slot: str, view: FeatureView) -> int:
-        table = f"{base.project}_{view.name}"
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        table = compute_table_id(base.project, view,
+                                 base.registry.enable_online_feature_view_versioning)
         try:
             with closing(self._connect(slot)) as conn:
                 row = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE feature_name = ?',
