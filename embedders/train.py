@@ -9,6 +9,7 @@ for next-item retrieval in the target domain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +120,8 @@ def _optimizer(modules: list[torch.nn.Module], lr: float, weight_decay: float) -
     return _Optim(dense, sparse, lr, weight_decay)
 
 
-def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig
+def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,
+                  on_epoch: Callable[[int, Adapter, Composer], None] | None = None
                   ) -> tuple[Adapter, Composer, dict[str, float]]:
     rng = seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -133,8 +135,8 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
     adapter.train()
     composer.train()
     for epoch in range(cfg.epochs):
-        batches = list(sequence_batches(data.sequences, composer_cfg.max_len, cfg.batch_size,
-                                        rng))
+        batches = list(sequence_batches(data.sequences, composer_cfg.max_len,
+                                        cfg.batch_tokens, rng))
         for batch in tqdm(batches, desc=f"adapt {epoch + 1}/{cfg.epochs}", unit="batch"):
             uniq, local = _candidates(batch, _negatives(domain_np, cfg.negatives, rng))
             trans, resid, full = adapter.items(data.semantic[uniq], data.domain[uniq], uniq,
@@ -153,6 +155,8 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
             loss.backward()
             opt.step()
         stats = {f"adapt_{k}": float(v.detach()) for k, v in losses.items()}
+        if on_epoch is not None:
+            on_epoch(epoch, adapter, composer)
     return adapter.eval(), composer.eval(), stats
 
 
@@ -165,7 +169,7 @@ def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
     composer.train()
     loss = torch.zeros(())
     for epoch in range(cfg.epochs):
-        for batch in tqdm(list(sequence_batches(data.sequences, cfg.max_len, cfg.batch_size,
+        for batch in tqdm(list(sequence_batches(data.sequences, cfg.max_len, cfg.batch_tokens,
                                                 rng)),
                           desc=f"compose {epoch + 1}/{cfg.epochs}", unit="batch"):
             uniq, local = _candidates(batch, _negatives(domain_np, cfg.negatives, rng))

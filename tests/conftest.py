@@ -46,9 +46,9 @@ def make_slice(dst: Path, n_train: int = 60, n_eval: int = 20, n_cold: int = 20)
 TINY_CONFIG = {
     "data": {"format": "food-kitchen", "path": "data"},
     "encoder": {"type": "text", "batch_size": 128, "max_length": 32},
-    "adapter": {"dim": 32, "hidden": 64, "epochs": 2, "batch_size": 128, "negatives": 128},
+    "adapter": {"dim": 32, "hidden": 64, "epochs": 2, "batch_tokens": 512, "negatives": 128},
     "intents": {"k": 16, "top_m": 3, "niter": 5},
-    "composer": {"epochs": 1, "batch_size": 128, "negatives": 128, "max_len": 20},
+    "composer": {"epochs": 1, "batch_tokens": 512, "negatives": 128, "max_len": 20},
     "build": {"root": "root", "keep_versions": 3},
     "feast": {"enabled": False},
 }

@@ -136,9 +136,9 @@ def test_multimodal_build_with_tiny_clip(tmp_path: Path) -> None:
         "data": {"format": "tables", "items": "data/items.csv", "events": "data/events.csv",
                  "path": None},
         "encoder": {"type": "clip", "model": str(model), "max_length": 16},
-        "adapter": {"dim": 8, "hidden": 16, "epochs": 1, "batch_size": 8, "negatives": 4},
+        "adapter": {"dim": 8, "hidden": 16, "epochs": 1, "batch_tokens": 32, "negatives": 4},
         "intents": {"k": 3, "top_m": 2, "niter": 3},
-        "composer": {"epochs": 1, "batch_size": 8, "negatives": 4, "max_len": 5, "heads": 2}})
+        "composer": {"epochs": 1, "batch_tokens": 32, "negatives": 4, "max_len": 5, "heads": 2}})
     manifest = build(load_config(cfg_path))
     assert manifest.dims == {"semantic": 16, "embedding": 8}
     assert manifest.counts["items"] == 8

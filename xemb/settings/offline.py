@@ -56,7 +56,8 @@ class AdapterConfig(_Section):
     """Add a learned per-item vector to the residual of items seen in behaviour
     (collaborative signal); cold items get text-only vectors."""
     epochs: int = Field(6, ge=1)
-    batch_size: int = Field(1024, ge=8)
+    batch_tokens: int = Field(2048, ge=16)
+    """Events per training batch (sequences of similar length are grouped)."""
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -92,7 +93,8 @@ class ComposerConfig(_Section):
     heads: int = Field(2, ge=1)
     """Attention heads over the history (``adapter.dim`` must divide by it)."""
     epochs: int = Field(8, ge=1)
-    batch_size: int = Field(512, ge=8)
+    batch_tokens: int = Field(2048, ge=16)
+    """Events per training batch."""
     lr: float = Field(2e-3, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.07, gt=0)
