@@ -115,8 +115,9 @@ def main() -> None:
                                max(5, args.requests // 30))
         rows.append((n, c50, c99, l50, l99, l50 / c50))
 
-    print(f"\nxemb offline/online cost - version {version}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}, onnxruntime {ort.__version__}\n")
+    cpu = platform.processor() or platform.machine()
+    print(f"\nxemb offline/online cost - version {version}; {cpu}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, onnxruntime {ort.__version__}\n")
     print(f"| item encoding ({len(sample)} titles, batch 64, {os.cpu_count()} threads) | items/s |")
     print("| --- | --- |")
     print(f"| torch (transformers) | {t_rate:,.0f} |")
