@@ -61,7 +61,7 @@ def _register_store_commands(sub: argparse._SubParsersAction) -> None:
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands of each layer; a layer whose extra is not installed is skipped."""
     out: list[Callable[[argparse._SubParsersAction], None]] = [_register_store_commands]
-    for module in ("embedders.cli", "serving.cli"):
+    for module in ("embedders.cli", "serving.cli", "feature_repo.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_config
 
 pytestmark = pytest.mark.integration
@@ -83,8 +82,7 @@ def test_encode_cache_reencodes_only_changed_items(tiny_build, tmp_path: Path) -
 
 def _tiny_clip(dst: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel,
-                              PreTrainedTokenizerFast)
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
     words = sorted({w for line in ["<pad> <unk> <s> </s>", "tea pan kettle chocolate milk "

@@ -12,7 +12,8 @@ from embedders.data import load_dataset
 from xemb.errors import DataValidationError
 from xemb.settings.offline import DataConfig
 
-ITEMS = "item_id,domain,title\n1,grocery,Green tea\n2,grocery,Dark chocolate\n3,kitchen,Tea kettle\n"
+ITEMS = ("item_id,domain,title\n1,grocery,Green tea\n2,grocery,Dark chocolate\n"
+         "3,kitchen,Tea kettle\n")
 EVENTS = "user_id,item_id,position\nu1,1,0\nu1,3,1\nu2,2,0\nu2,1,1\n"
 
 

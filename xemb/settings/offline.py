@@ -55,7 +55,7 @@ class AdapterConfig(_Section):
     id_embedding: bool = True
     """Add a learned per-item vector to the residual of items seen in behaviour
     (collaborative signal); cold items get text-only vectors."""
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(8, ge=1)
     batch_tokens: int = Field(2048, ge=16)
     """Events per training batch (sequences of similar length are grouped)."""
     lr: float = Field(2e-3, gt=0)
@@ -63,7 +63,7 @@ class AdapterConfig(_Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.07, gt=0)
     """InfoNCE temperature for behaviour and alignment losses."""
-    negatives: int = Field(2048, ge=1)
+    negatives: int = Field(1024, ge=1)
     """Uniformly sampled negatives per step (shared across the batch), on top of in-batch ones."""
     align_weight: float = Field(0.2, ge=0)
     """Weight of the cross-domain alignment loss on the transferable part."""
@@ -92,14 +92,14 @@ class ComposerConfig(_Section):
     """Longest history a request may carry (older items beyond ``max_len`` are ignored)."""
     heads: int = Field(2, ge=1)
     """Attention heads over the history (``adapter.dim`` must divide by it)."""
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(2, ge=1)
     batch_tokens: int = Field(2048, ge=16)
     """Events per training batch."""
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(1e-3, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.07, gt=0)
     """Softmax temperature of the next-item loss (vectors are unit length)."""
-    negatives: int = Field(4096, ge=1)
+    negatives: int = Field(1024, ge=1)
     """Uniform negatives from the target domain per step."""
     top_intents: int = Field(5, ge=1)
     """Atomic intents reported with each user-intent vector."""
