@@ -51,7 +51,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = served_metrics(store.path(version), ds, args.split,
                             int(manifest.params["composer_max_len"]), e.negatives, e.seed,
                             e.recall_k)
-    result["baselines"] = baseline_metrics(ds, semantic_vectors(cfg, ds), args.split,
+    result["baselines"] = baseline_metrics(ds, semantic_vectors(cfg), args.split,
                                            e.negatives, e.seed, e.recall_k)
     print(f"[xemb] eval: version {version}, split {args.split}", file=sys.stderr)
     print(json.dumps(result, indent=2))

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from embedders.data import Dataset, load_dataset
-from embedders.encode import encode_items, load_encoder
+from embedders.encode import OnnxTextEncoder, TextEncoder, encode_items, load_encoder
 from embedders.intents import IntentLibrary, build_intents
 from embedders.models import Adapter, Composer
 from embedders.stages import StageCache, stage_key
 from embedders.train import TrainInputs, train_adapter, train_composer
+from xemb import layout
 from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.settings import XembConfig
 from xemb.store import Manifest, VersionStore
@@ -60,19 +61,24 @@ class BuildContext:
 
 # ---- stages -----------------------------------------------------------------------------
 def _encode(ctx: BuildContext, out: Path) -> None:
-    encoder = load_encoder(ctx.cfg.encoder)
+    """Export the encoder first: with ``backend: onnx`` the bulk encoding runs through the
+    very graph that encodes cold-start items online."""
+    cfg = ctx.cfg.encoder
+    encoder = load_encoder(cfg)
+    if cfg.export_onnx:
+        from embedders.export import export_encoder
+
+        diff = export_encoder(encoder, out, ctx.ds.texts[:64], ctx.cfg.build.parity_tol,
+                              cfg.max_length)
+        log(f"encode: encoder exported to ONNX, parity max abs diff {diff:.2e}")
+        if cfg.backend == "onnx" and isinstance(encoder, TextEncoder):
+            encoder = OnnxTextEncoder(encoder, out / layout.ENCODER_ONNX, ctx.cfg.build.threads)
     images = (ctx.ds.items.column("image_path").to_pylist()
               if "image_path" in ctx.ds.items.column_names else None)
     vectors, n_new = encode_items(encoder, ctx.ds.texts, images,
                                   ctx.cfg.build.root / "cache" / "encode")
     log(f"encode: {n_new} of {len(vectors)} items encoded, the rest from cache")
     np.save(out / "semantic.npy", vectors)
-    if ctx.cfg.encoder.export_onnx:
-        from embedders.export import export_encoder
-
-        diff = export_encoder(encoder, out, ctx.ds.texts[:64], ctx.cfg.build.parity_tol,
-                              ctx.cfg.encoder.max_length)
-        log(f"encode: encoder exported to ONNX, parity max abs diff {diff:.2e}")
 
 
 def _adapt(ctx: BuildContext, out: Path) -> None:
@@ -143,7 +149,7 @@ _RUNNERS: dict[str, Callable[[BuildContext, Path], None]] = {
 def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
     k: dict[str, str] = {}
     k["encode"] = stage_key(encoder_fp, ds.fingerprint, cfg.encoder.export_onnx,
-                            cfg.build.parity_tol)
+                            cfg.encoder.backend, cfg.build.parity_tol)
     k["adapt"] = stage_key(k["encode"], cfg.adapter, cfg.composer.max_len,
                            cfg.composer.heads, cfg.composer.dropout, CODE_VERSION)
     k["intents"] = stage_key(k["adapt"], cfg.intents)
@@ -217,10 +223,8 @@ def _require_upstream(ctx: BuildContext, stage: str) -> None:
                                      f"all stages)")
 
 
-def semantic_vectors(cfg: XembConfig, ds: Dataset) -> np.ndarray:
-    """The frozen encoder's vectors for every item (from the encode cache when present)."""
-    encoder = load_encoder(cfg.encoder)
-    images = (ds.items.column("image_path").to_pylist()
-              if "image_path" in ds.items.column_names else None)
-    vectors, _ = encode_items(encoder, ds.texts, images, cfg.build.root / "cache" / "encode")
-    return vectors
+def semantic_vectors(cfg: XembConfig) -> np.ndarray:
+    """The frozen encoder's vectors for every item: the encode stage's output (run if absent)."""
+    ctx = prepare(cfg)
+    ctx.cache.run("encode", ctx.keys["encode"], lambda out: _encode(ctx, out))
+    return np.load(ctx.out("encode") / "semantic.npy")

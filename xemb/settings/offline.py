@@ -39,12 +39,16 @@ class EncoderConfig(_Section):
     """How token states become one vector (``text`` encoders)."""
     max_length: int = Field(64, ge=4, le=4096)
     """Tokens kept per item text."""
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(64, ge=1)
     """Items per forward pass."""
+    backend: Literal["onnx", "torch"] = "onnx"
+    """Run the bulk encoding of a ``text`` encoder through its ONNX export (faster on CPU, and
+    the very path cold-start encoding takes online) or through torch."""
     image_weight: float = Field(0.5, ge=0.0, le=1.0)
     """``clip``: weight of the image vector when an item has an image (text gets the rest)."""
     export_onnx: bool = True
-    """Export the encoder to ONNX into each version, for cold-start encoding without torch."""
+    """Export the encoder to ONNX into each version, for cold-start encoding without torch
+    (needed by ``backend: onnx``)."""
 
 
 class AdapterConfig(_Section):
