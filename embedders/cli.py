@@ -48,7 +48,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     manifest = store.verify(version)
     ds = load_dataset(cfg.data)
     e = cfg.eval
-    result = served_metrics(store.path(version), ds, args.split,
+    result: dict[str, dict] = served_metrics(store.path(version), ds, args.split,
                             int(manifest.params["composer_max_len"]), e.negatives, e.seed,
                             e.recall_k)
     result["baselines"] = baseline_metrics(ds, semantic_vectors(cfg), args.split,

@@ -155,7 +155,7 @@ def _validate_items(table: pa.Table, cfg: DataConfig, file: Path) -> tuple[pa.Ta
 
 def _image_paths(table: pa.Table, file: Path) -> pa.Array:
     """Image paths relative to the items file; missing files are an error, null is fine."""
-    out = []
+    out: list[str | None] = []
     for i, p in enumerate(table.column("image_path").to_pylist()):
         if p is None or p == "":
             out.append(None)

@@ -187,7 +187,8 @@ class _ClipText(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feats = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        feats = self.model.get_text_features(  # type: ignore[operator]
+            input_ids=input_ids, attention_mask=attention_mask)
         return _normalize(_features(feats))
 
 
@@ -245,8 +246,8 @@ class EncodeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
         # uint8 rows, not an "S32" array: numpy strips trailing NUL bytes from those
-        keys = np.frombuffer(b"".join(self.keys), np.uint8).reshape(-1, 32)
-        np.savez(tmp, keys=keys, vectors=self.vectors)
+        rows = np.frombuffer(b"".join(self.keys), np.uint8).reshape(-1, 32)
+        np.savez(tmp, keys=rows, vectors=self.vectors)
         os.replace(tmp, self.path)
 
 

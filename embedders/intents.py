@@ -58,7 +58,7 @@ def build_intents(transferable: np.ndarray, texts: list[str], item_domain: np.nd
     km = faiss.Kmeans(x.shape[1], k, niter=cfg.niter, seed=cfg.seed, spherical=True,
                       verbose=False, min_points_per_centroid=1)
     km.train(x)
-    centroids = _unit(km.centroids)
+    centroids = _unit(np.asarray(km.centroids))
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(centroids)
     m = min(cfg.top_m, k)

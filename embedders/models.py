@@ -106,7 +106,7 @@ class Composer(nn.Module):
         self.use_intents = k > 0
 
     def set_intents(self, intents: torch.Tensor) -> None:
-        self.intents = intents.to(self.intents.dtype)
+        self.intents: torch.Tensor = intents.to(torch.float32)
         self.use_intents = True
 
     # -- shared pieces -----------------------------------------------------------------

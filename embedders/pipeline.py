@@ -4,6 +4,7 @@ resumable; publish writes an immutable version and switches CURRENT only after i
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -204,7 +205,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
             manifest = publish(ctx)
         else:
             _require_upstream(ctx, stage)
-            ctx.cache.run(stage, ctx.keys[stage], lambda out, s=stage: _RUNNERS[s](ctx, out))
+            ctx.cache.run(stage, ctx.keys[stage], functools.partial(_RUNNERS[stage], ctx))
         ctx.timings[stage] = round(time.perf_counter() - t0, 2)
         log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
     if "publish" not in chosen:

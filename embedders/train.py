@@ -100,7 +100,8 @@ class _Optim:
     """AdamW for dense weights, SparseAdam for the per-item table (only touched rows move)."""
 
     def __init__(self, dense: list, sparse: list, lr: float, weight_decay: float) -> None:
-        self.opts = [torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)]
+        self.opts: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)]
         if sparse:
             self.opts.append(torch.optim.SparseAdam(sparse, lr=lr))
 
