@@ -75,25 +75,30 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics, auth: TokenAuth | None = None) -> None:
         self.metrics, self.auth = metrics, auth
+        self._admitted: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation, details):
-        handler = continuation(details)
-        if handler is None:
-            return None
         method = details.method
-        needs_auth = self.auth is not None and method not in OPEN_METHODS
         denied = None
-        if needs_auth:
+        if self.auth is not None and method not in OPEN_METHODS:
             try:
                 self.auth.check(details.invocation_metadata)
             except Unauthenticated as exc:
                 denied = exc
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method.rsplit("/", 1)[-1], denied),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return handler if denied is None else _denied_stream(handler, denied)
+        if denied is None and method in self._admitted:
+            return self._admitted[method]  # the wrapped handler of an admitted call is shared
+        handler = continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is None:
+            return handler if denied is None else _denied_stream(handler, denied)
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._unary(handler.unary_unary, method.rsplit("/", 1)[-1], denied),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+        if denied is None:
+            self._admitted[method] = wrapped
+        return wrapped
 
     def _unary(self, inner: Callable, method: str, denied: XembError | None) -> Callable:
         def behavior(request, context):

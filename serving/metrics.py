@@ -25,14 +25,20 @@ class Metrics:
         self.version = Gauge("xemb_version_info", "1 for the version being served",
                              ["version"], registry=r)
         self._served: str | None = None
+        self._ok: dict[str, tuple[Histogram, Counter]] = {}
         self.refused = Counter("xemb_version_refused", "Versions refused at load",
                                registry=r)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        self.latency.labels(method).observe(seconds)
-        self.requests.labels(method, code).inc()
-        if code != "OK":
-            self.errors.labels(method, code).inc()
+        children = self._ok.get(method) if code == "OK" else None
+        if children is None:
+            children = (self.latency.labels(method), self.requests.labels(method, code))
+            if code == "OK":
+                self._ok[method] = children  # the hot path skips the label lookups
+            else:
+                self.errors.labels(method, code).inc()
+        children[0].observe(seconds)
+        children[1].inc()
 
     def serving(self, version: str) -> None:
         """1 for ``version``, 0 for those served before (no ``clear``: multiprocess-safe)."""
