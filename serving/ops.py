@@ -39,10 +39,8 @@ class Composed:
 
 
 def _top(v: LoadedVersion, weights: np.ndarray, n: int) -> list[tuple[int, str, float]]:
-    n = min(n, len(weights))
-    top = np.argpartition(-weights, n - 1)[:n]
-    top = top[np.argsort(-weights[top], kind="stable")]
-    return [(int(i), v.intents.labels[i], float(weights[i])) for i in top]
+    top = np.argsort(-weights, kind="stable")[:n].tolist()  # K is small: a full sort is cheap
+    return [(i, v.intents.labels[i], w) for i, w in zip(top, weights[top].tolist(), strict=True)]
 
 
 def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.ndarray
