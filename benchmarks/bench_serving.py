@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ from xemb.store import VersionStore
 def latency(fn: Callable[[], object], seconds: float, max_calls: int = 5000) -> np.ndarray:
     for _ in range(20):
         fn()
-    out, stop = [], time.perf_counter() + seconds
+    out: list[float] = []
+    stop = time.perf_counter() + seconds
     while time.perf_counter() < stop and len(out) < max_calls:
         t = time.perf_counter()
         fn()
@@ -64,6 +66,7 @@ def start_server(config_path: Path, root: Path) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "xemb.cli", "serve", "-c", str(config_path),
                              "--root", str(root), "--port", "0", "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving" not in line:
         proc.kill()
@@ -135,14 +138,18 @@ def _setup(args: argparse.Namespace, tmp: Path) -> tuple[XembConfig, Path, Path]
     return cfg, (args.root or cfg.build.root).resolve(), args.config
 
 
-def _grpc_cases(c: XembClient, v: LoadedVersion, rng: np.random.Generator, args) -> list:
+Case = tuple[str, Callable[[], object]]
+
+
+def _grpc_cases(c: XembClient, v: LoadedVersion, rng: np.random.Generator,
+                args: argparse.Namespace) -> tuple[list, dict[int, np.ndarray]]:
     ids = {n: rng.choice(v.items.ids, n, replace=False) for n in (1, 100, 1000)}
     hist = _histories(v, rng, 64, 50)
     target = v.domains[-1]
     users = _user_vectors(v, hist, len(v.domains) - 1)
     it = iter(range(10**9))
-    cases = [(f"GetItemEmbeddings {n:,} ids", lambda n=n: c.get_item_embeddings(ids[n]))
-             for n in (1, 100, 1000)]
+    cases: list[Case] = [(f"GetItemEmbeddings {n:,} ids", partial(c.get_item_embeddings, ids[n]))
+                         for n in (1, 100, 1000)]
     cases.append(("ComposeUserIntent 50-item history",
                   lambda: c.compose_user_intent(hist[next(it) % 64], target_domain=target)))
     cases.append(("Retrieve k=100 (user vector)",
@@ -159,9 +166,10 @@ def _feast_rows(fetch, c: XembClient, ids: dict, args) -> tuple[list, str]:
     same = np.array_equal(fetch(ids[100]), c.get_item_embeddings(ids[100]).vectors)
     rows = []
     for n in (1, 100, 1000):
-        ms = latency(lambda n=n: fetch(ids[n]), args.seconds, max_calls=2000)
+        call = partial(fetch, ids[n])
+        ms = latency(call, args.seconds, max_calls=2000)
         rows.append(_row(f"Feast get_online_features {n:,} items", ms,
-                         throughput(lambda n=n: fetch(ids[n]), args.seconds, args.concurrency)))
+                         throughput(call, args.seconds, args.concurrency)))
         print(f"  measured Feast {n}", file=sys.stderr)
     return rows, "identical" if same else "DIFFERENT"
 
