@@ -48,7 +48,9 @@ class XembConfig(BaseModel):
 
 
 _PATH_FIELDS = {"data": ("path", "items", "events"), "encoder": ("model",),
-                "build": ("root",), "feast": ("repo_path",)}
+                "build": ("root",), "feast": ("repo_path",),
+                "serving": ("tls_cert_file", "tls_key_file", "tls_client_ca_file",
+                            "auth_tokens_file")}
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
