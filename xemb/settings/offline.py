@@ -54,12 +54,12 @@ class EncoderConfig(_Section):
 class AdapterConfig(_Section):
     dim: int = Field(64, ge=4, le=1024)
     """Width of the transferable part, the residual and the full vector (their sum)."""
-    hidden: int = Field(256, ge=8)
+    hidden: int = Field(512, ge=8)
     """Hidden width of the adapter MLPs."""
     id_embedding: bool = True
     """Add a learned per-item vector to the residual of items seen in behaviour
     (collaborative signal); cold items get text-only vectors."""
-    epochs: int = Field(7, ge=1)
+    epochs: int = Field(8, ge=1)
     batch_tokens: int = Field(2048, ge=16)
     """Events per training batch (sequences of similar length are grouped)."""
     lr: float = Field(2e-3, gt=0)
