@@ -4,6 +4,7 @@ tests never collide); exported over HTTP when ``serving.metrics_port`` is set.""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import values as _values
 
 __all__ = ["Metrics"]
 
@@ -11,8 +12,16 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
            1.0, 2.5, 5.0)
 
 
+def _in_process_values() -> None:
+    """Importing Feast sets PROMETHEUS_MULTIPROCESS_DIR, which switches prometheus_client to
+    mmap-file values keyed by metric name and pid: every server in the process would then
+    share one set of counters. Ours live in a registry per server, so in-process values."""
+    _values.ValueClass = _values.MutexValue
+
+
 class Metrics:
     def __init__(self) -> None:
+        _in_process_values()
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram("xemb_request_latency_seconds", "Handler latency per method",
