@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SeqBatch", "sequence_batches", "right_aligned"]
+__all__ = ["SeqBatch", "sequence_batches"]
 
 
 @dataclass
@@ -42,16 +42,3 @@ def sequence_batches(seqs: list[np.ndarray], max_len: int, batch_tokens: int,
             rows[i, : len(s)] = s
             mask[i, : len(s)] = True
         yield SeqBatch(torch.from_numpy(rows), torch.from_numpy(mask))
-
-
-def right_aligned(histories: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """The most recent ``max_len`` rows of each history, right-aligned: (rows, mask)."""
-    width = max(1, min(max_len, max((len(h) for h in histories), default=1)))
-    rows = np.zeros((len(histories), width), np.int64)
-    mask = np.zeros((len(histories), width), np.float32)
-    for i, h in enumerate(histories):
-        h = h[-width:]
-        if len(h):
-            rows[i, width - len(h):] = h
-            mask[i, width - len(h):] = 1.0
-    return rows, mask

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from embedders.data import Dataset
 from xemb.errors import FailedPrecondition
@@ -84,18 +82,21 @@ def popularity_scores(ds: Dataset) -> np.ndarray:
 def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
                    n_neg: int = 999, seed: int = 42, recall_k: int = 50
                    ) -> dict[str, dict[str, float]]:
-    """Exactly the served path: user vector = composer.onnx output for the history (inputs
-    built by xemb.composer_io, as the gRPC service builds them), item vector = the published
-    ``full`` column, score = dot product."""
+    """Exactly the served path: the items table read by the gRPC service's own reader, user
+    vector = composer.onnx output for the history (inputs built by xemb.composer_io, as the
+    service builds them), item vector = the published ``full`` column, score = dot product."""
+    from serving.tables import read_items
     from xemb import layout
     from xemb.composer_io import ItemArrays, compose_batched
+    from xemb.store import VersionStore
 
-    items = pq.read_table(version_dir / layout.ITEMS)
-    if not np.array_equal(items.column("item_id").to_numpy(), ds.item_ids):
+    manifest = VersionStore(version_dir.parent.parent).manifest(version_dir.name)
+    items = read_items(version_dir / layout.ITEMS, manifest.domains,
+                       manifest.dims["embedding"], int(manifest.params["top_m"]))
+    if not np.array_equal(items.ids, ds.item_ids):
         raise FailedPrecondition(f"{version_dir}: the published items are not the dataset's "
                                  "items (was it built from another config?)")
-    arrays = ItemArrays(_matrix(items, "full"), ds.item_domain,
-                        _matrix(items, "intent_ids"), _matrix(items, "intent_weights"))
+    arrays = ItemArrays(items.parts["full"], items.domain, items.intent_ids, items.intent_w)
     es = eval_set(ds, split, n_neg, seed)
     sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
                                 providers=["CPUExecutionProvider"])
@@ -117,9 +118,3 @@ def baseline_metrics(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int =
         "text_last5": rank_metrics(lambda i, pool: semantic[pool] @ last5[i], es,
                                    ds.item_domain, ds.domains, recall_k=recall_k),
     }
-
-
-def _matrix(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    flat = col.flatten().to_numpy()
-    return flat.reshape(len(col), -1)

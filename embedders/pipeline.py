@@ -201,10 +201,10 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
             return m
     for stage in chosen:
         t0 = time.perf_counter()
+        _require_upstream(ctx, stage)
         if stage == "publish":
             manifest = publish(ctx)
         else:
-            _require_upstream(ctx, stage)
             ctx.cache.run(stage, ctx.keys[stage], functools.partial(_RUNNERS[stage], ctx))
         ctx.timings[stage] = round(time.perf_counter() - t0, 2)
         log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
@@ -215,11 +215,9 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
 
 
 def _require_upstream(ctx: BuildContext, stage: str) -> None:
+    """A later stage run alone needs the earlier ones done with this very config."""
     for up in STAGES[: STAGES.index(stage)]:
         if not ctx.cache.has(up, ctx.keys[up]):
-            # running a later stage alone needs the earlier ones done with this config
-            if up not in _RUNNERS:
-                continue
             raise FailedPrecondition(f"stage {stage!r} needs {up!r} first (run it, or run "
                                      f"all stages)")
 

@@ -54,5 +54,5 @@ class StageCache:
         if not self.dir.is_dir():
             return
         for p in self.dir.iterdir():
-            if p.name not in keep and p.name != "encode-cache":
+            if p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)

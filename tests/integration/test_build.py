@@ -133,3 +133,16 @@ def test_unknown_stage_is_a_clear_error(tiny_build) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "--stages: unknown stage 'train'" in out.stderr
+
+
+def test_stage_subset_needs_its_upstream(tiny_build, tmp_path: Path) -> None:
+    """--stages publish alone on a fresh root names the missing stage instead of crashing."""
+    from conftest import write_config
+
+    cfg_path = write_config(tmp_path, {
+        "data": {"path": str(tiny_build.config.data.path)},
+        "encoder": {"model": str(tiny_build.config.encoder.model)}})
+    out = subprocess.run([sys.executable, "-m", "xemb.cli", "build", "-c", str(cfg_path),
+                          "--stages", "publish"], capture_output=True, text=True)
+    assert out.returncode == 4
+    assert "stage 'publish' needs 'encode' first" in out.stderr
