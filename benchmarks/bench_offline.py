@@ -25,8 +25,9 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from embedders.encode import _sorted_batches, load_encoder  # noqa: E402
+from embedders.evaluate import served_items  # noqa: E402
 from xemb import layout  # noqa: E402
-from xemb.composer_io import ItemArrays, composer_feeds  # noqa: E402
+from xemb.composer_io import composer_feeds  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
 from xemb.store import VersionStore  # noqa: E402
 
@@ -36,11 +37,6 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _matrix(table, name: str) -> np.ndarray:
-    col = table.column(name).combine_chunks()
-    return col.flatten().to_numpy().reshape(len(col), -1)
 
 
 def encode_throughput(encoder, onnx_path: Path, texts: list[str], batch: int
@@ -99,10 +95,7 @@ def main() -> None:
     t_rate, o_rate = encode_throughput(encoder, vdir / layout.ENCODER_ONNX, sample, 64)
 
     torch.set_num_threads(1)
-    arrays = ItemArrays(_matrix(items, "full"),
-                        np.array([manifest.domains.index(d)
-                                  for d in items.column("domain").to_pylist()]),
-                        _matrix(items, "intent_ids"), _matrix(items, "intent_weights"))
+    _, arrays = served_items(vdir)
     comp = _session(vdir / layout.COMPOSER_ONNX, 1)
     llm = _session(vdir / layout.ENCODER_ONNX, 1)
     max_len = int(manifest.params["composer_max_len"])

@@ -14,10 +14,11 @@ import numpy as np
 import onnxruntime as ort
 
 from embedders.data import Dataset
+from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition
 
 __all__ = ["EvalSet", "eval_set", "rank_metrics", "popularity_scores", "served_metrics",
-           "baseline_metrics"]
+           "served_items", "baseline_metrics"]
 
 
 @dataclass
@@ -79,24 +80,32 @@ def popularity_scores(ds: Dataset) -> np.ndarray:
     return counts
 
 
+def served_items(version_dir: Path) -> tuple[np.ndarray, ItemArrays]:
+    """Item ids and the composer's per-row arrays, read by the gRPC service's own reader."""
+    from serving.tables import read_items
+    from xemb import layout
+    from xemb.store import VersionStore
+
+    manifest = VersionStore(version_dir.parent.parent).manifest(version_dir.name)
+    items = read_items(version_dir / layout.ITEMS, manifest.domains,
+                       manifest.dims["embedding"], int(manifest.params["top_m"]))
+    return items.ids, ItemArrays(items.parts["full"], items.domain, items.intent_ids,
+                                 items.intent_w)
+
+
 def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
                    n_neg: int = 999, seed: int = 42, recall_k: int = 50
                    ) -> dict[str, dict[str, float]]:
     """Exactly the served path: the items table read by the gRPC service's own reader, user
     vector = composer.onnx output for the history (inputs built by xemb.composer_io, as the
     service builds them), item vector = the published ``full`` column, score = dot product."""
-    from serving.tables import read_items
     from xemb import layout
-    from xemb.composer_io import ItemArrays, compose_batched
-    from xemb.store import VersionStore
+    from xemb.composer_io import compose_batched
 
-    manifest = VersionStore(version_dir.parent.parent).manifest(version_dir.name)
-    items = read_items(version_dir / layout.ITEMS, manifest.domains,
-                       manifest.dims["embedding"], int(manifest.params["top_m"]))
-    if not np.array_equal(items.ids, ds.item_ids):
+    ids, arrays = served_items(version_dir)
+    if not np.array_equal(ids, ds.item_ids):
         raise FailedPrecondition(f"{version_dir}: the published items are not the dataset's "
                                  "items (was it built from another config?)")
-    arrays = ItemArrays(items.parts["full"], items.domain, items.intent_ids, items.intent_w)
     es = eval_set(ds, split, n_neg, seed)
     sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
                                 providers=["CPUExecutionProvider"])

@@ -51,13 +51,22 @@ class BuildContext:
     def out(self, stage: str) -> Path:
         return self.cache.path(stage, self.keys[stage])
 
+    @functools.cached_property
+    def warm(self) -> np.ndarray:
+        """Items seen in training behaviour (they carry a per-item vector)."""
+        warm = np.zeros(len(self.ds.item_ids), bool)
+        for _, s in self.ds.sequences["train"]:
+            warm[s] = True
+        return warm
+
+    def semantic(self) -> np.ndarray:
+        """The encode stage's output: one frozen-encoder vector per item row."""
+        return np.load(self.out("encode") / "semantic.npy")
+
     def train_inputs(self, semantic: np.ndarray) -> TrainInputs:
         seqs = [s for _, s in self.ds.sequences["train"]]
-        warm = np.zeros(len(self.ds.item_ids), bool)
-        for s in seqs:
-            warm[s] = True
         return TrainInputs(torch.from_numpy(semantic), torch.from_numpy(self.ds.item_domain),
-                           torch.from_numpy(warm), seqs, len(self.ds.domains))
+                           torch.from_numpy(self.warm), seqs, len(self.ds.domains))
 
 
 # ---- stages -----------------------------------------------------------------------------
@@ -83,7 +92,7 @@ def _encode(ctx: BuildContext, out: Path) -> None:
 
 
 def _adapt(ctx: BuildContext, out: Path) -> None:
-    data = ctx.train_inputs(np.load(ctx.out("encode") / "semantic.npy"))
+    data = ctx.train_inputs(ctx.semantic())
     adapter, composer, stats = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer)
     torch.save({"adapter": adapter.state_dict(), "composer": composer.state_dict(),
                 "stats": stats}, out / "adapt.pt")
@@ -108,7 +117,7 @@ def item_vectors(ctx: BuildContext, adapter: Adapter, semantic: np.ndarray
 
 
 def _intents(ctx: BuildContext, out: Path) -> None:
-    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    semantic = ctx.semantic()
     adapter, _ = load_adapter(ctx, semantic.shape[1])
     trans, _, _ = item_vectors(ctx, adapter, semantic)
     lib = build_intents(trans, ctx.ds.texts, ctx.ds.item_domain, ctx.ds.domains,
@@ -126,7 +135,7 @@ def load_intents(ctx: BuildContext) -> IntentLibrary:
 
 
 def _compose(ctx: BuildContext, out: Path) -> None:
-    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    semantic = ctx.semantic()
     adapter, state = load_adapter(ctx, semantic.shape[1])
     _, _, full = item_vectors(ctx, adapter, semantic)
     lib = load_intents(ctx)
@@ -226,4 +235,4 @@ def semantic_vectors(cfg: XembConfig) -> np.ndarray:
     """The frozen encoder's vectors for every item: the encode stage's output (run if absent)."""
     ctx = prepare(cfg)
     ctx.cache.run("encode", ctx.keys["encode"], lambda out: _encode(ctx, out))
-    return np.load(ctx.out("encode") / "semantic.npy")
+    return ctx.semantic()

@@ -61,7 +61,7 @@ def _export_adapter(ctx: BuildContext, semantic: np.ndarray, out: Path) -> tuple
 
 def _materialize_items(ctx: BuildContext, sess, semantic: np.ndarray  # type: ignore[no-untyped-def]
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    warm = ctx.train_inputs(semantic).warm.numpy()
+    warm = ctx.warm
     item_row = np.where(warm, np.arange(len(semantic)), -1).astype(np.int64)
     names = {i.name for i in sess.get_inputs()}
     parts: list[list[np.ndarray]] = [[], [], []]
@@ -198,7 +198,7 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
 
 def publish(ctx: BuildContext) -> Manifest:
     store = ctx.store
-    semantic = np.load(ctx.out("encode") / "semantic.npy")
+    semantic = ctx.semantic()
     lib = load_intents(ctx)
     version, out = store.new_staging()
     try:
