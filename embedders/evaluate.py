@@ -1,5 +1,7 @@
 """The papers' protocol: rank each held-out target against 999 sampled negatives of its
-domain (HR@10, NDCG@10), plus full-ranking Recall@50 over the whole target domain.
+domain (HR@10, NDCG@10), plus full-ranking Recall@50 over the whole target domain. Ties count
+against the target (a negative scoring exactly as high is ranked above it), so a model that
+scores everything alike gets no hits.
 
 Scores are dot products between a user vector and item vectors; which vectors go in is the
 caller's choice, so the served model and the baselines run through the same code.
@@ -17,8 +19,8 @@ from embedders.data import Dataset
 from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition
 
-__all__ = ["EvalSet", "eval_set", "rank_metrics", "popularity_scores", "served_metrics",
-           "served_items", "baseline_metrics"]
+__all__ = ["EvalSet", "Ranks", "eval_set", "ranks", "metrics_from_ranks", "rank_metrics",
+           "popularity_scores", "served_metrics", "served_items", "baseline_metrics"]
 
 
 @dataclass
@@ -47,29 +49,55 @@ def eval_set(ds: Dataset, split: str, n_neg: int = 999, seed: int = 42) -> EvalS
     return EvalSet([s[:-1] for s in seqs], targets, tdom, negs)
 
 
-def rank_metrics(scores_fn, es: EvalSet, item_domain: np.ndarray, domains: list[str],
-                 k: int = 10, recall_k: int = 50) -> dict[str, dict[str, float]]:
-    """``scores_fn(i, rows) -> scores`` for eval row i. Returns {domain: metrics}."""
-    hits, ndcg, recall = (np.zeros(len(es.targets)) for _ in range(3))
+@dataclass
+class Ranks:
+    """Per eval row: the target's rank among its sampled negatives and in its whole domain
+    (both 0-based; ties count against the target: a negative scoring the same is above it)."""
+
+    sampled: np.ndarray  # [n] int64
+    full: np.ndarray  # [n] int64
+    target_domain: np.ndarray  # [n] domain index
+
+    def hit_rate(self, k: int, sel: np.ndarray | None = None) -> float:
+        r = self.sampled if sel is None else self.sampled[sel]
+        return float((r < k).mean()) if len(r) else 0.0
+
+
+def ranks(scores_fn, es: EvalSet, item_domain: np.ndarray) -> Ranks:
+    """``scores_fn(i, rows) -> scores`` for eval row i over the rows of the target's domain."""
+    sampled, full = (np.zeros(len(es.targets), np.int64) for _ in range(2))
     domain_rows = {d: np.flatnonzero(item_domain == d) for d in np.unique(item_domain)}
     for i, (t, d) in enumerate(zip(es.targets, es.target_domain)):
         pool = domain_rows[d]
         all_scores = scores_fn(i, pool)
-        target_score = all_scores[np.searchsorted(pool, t)]
+        pos = np.searchsorted(pool, t)
+        target_score = all_scores[pos]
         neg_scores = all_scores[np.searchsorted(pool, es.negatives[i])]
-        rank = int((neg_scores > target_score).sum())
-        hits[i] = rank < k
-        ndcg[i] = 1.0 / np.log2(rank + 2) if rank < k else 0.0
-        recall[i] = int((all_scores > target_score).sum()) < recall_k
+        sampled[i] = int((neg_scores >= target_score).sum())
+        full[i] = int((all_scores >= target_score).sum()) - 1  # minus the target itself
+    return Ranks(sampled, full, np.asarray(es.target_domain))
+
+
+def metrics_from_ranks(r: Ranks, domains: list[str], k: int = 10, recall_k: int = 50
+                       ) -> dict[str, dict[str, float]]:
+    """HR@k, NDCG@k (sampled negatives) and full-ranking Recall@recall_k per target domain."""
     out = {}
     for d, name in enumerate(domains):
-        sel = es.target_domain == d
+        sel = r.target_domain == d
         if sel.any():
-            out[name] = {f"HR@{k}": round(float(hits[sel].mean()), 4),
-                         f"NDCG@{k}": round(float(ndcg[sel].mean()), 4),
-                         f"Recall@{recall_k}": round(float(recall[sel].mean()), 4),
+            s = r.sampled[sel]
+            ndcg = np.where(s < k, 1.0 / np.log2(s + 2), 0.0)
+            out[name] = {f"HR@{k}": round(float((s < k).mean()), 4),
+                         f"NDCG@{k}": round(float(ndcg.mean()), 4),
+                         f"Recall@{recall_k}": round(float((r.full[sel] < recall_k).mean()), 4),
                          "n": int(sel.sum())}
     return out
+
+
+def rank_metrics(scores_fn, es: EvalSet, item_domain: np.ndarray, domains: list[str],
+                 k: int = 10, recall_k: int = 50) -> dict[str, dict[str, float]]:
+    """``scores_fn(i, rows) -> scores`` for eval row i. Returns {domain: metrics}."""
+    return metrics_from_ranks(ranks(scores_fn, es, item_domain), domains, k, recall_k)
 
 
 def popularity_scores(ds: Dataset) -> np.ndarray:

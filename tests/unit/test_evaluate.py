@@ -1,4 +1,5 @@
-"""The ranking protocol: rank = negatives scoring strictly higher; HR/NDCG per target domain."""
+"""The ranking protocol: rank = negatives scoring at least as high (ties count against the
+target); HR/NDCG per target domain."""
 
 from __future__ import annotations
 
@@ -17,13 +18,26 @@ def test_rank_metrics_by_hand() -> None:
                  negatives=np.array([[0, 2], [5, 6]]))
     out = rank_metrics(lambda i, pool: scores[pool], es, item_domain, ["a", "b"], k=1,
                        recall_k=2)
-    # target 1 (0.5): negatives 0.9 higher, 0.5 tied -> rank 1, a miss at k=1
-    assert out["a"] == {"HR@1": 0.0, "NDCG@1": 0.0, "Recall@2": 1.0, "n": 1}
+    # target 1 (0.5): negative 0.9 higher, 0.5 tied (counts against) -> rank 2, a miss at k=1;
+    # full ranking: 0.9 and the tie above it -> rank 2, outside the top 2
+    assert out["a"] == {"HR@1": 0.0, "NDCG@1": 0.0, "Recall@2": 0.0, "n": 1}
     # target 4 (0.3): 0.8 is higher -> rank 1; full ranking: one item above -> inside top 2
     assert out["b"]["HR@1"] == 0.0 and out["b"]["Recall@2"] == 1.0
     out = rank_metrics(lambda i, pool: scores[pool], es, item_domain, ["a", "b"], k=2)
-    assert out["a"]["HR@2"] == 1.0
-    assert abs(out["a"]["NDCG@2"] - 1 / np.log2(3)) < 1e-4
+    assert out["a"]["HR@2"] == 0.0  # the tie pushed it to rank 2
+    assert out["b"]["HR@2"] == 1.0
+    assert abs(out["b"]["NDCG@2"] - 1 / np.log2(3)) < 1e-4
+    out = rank_metrics(lambda i, pool: scores[pool], es, item_domain, ["a", "b"], k=3)
+    assert out["a"]["HR@3"] == 1.0 and abs(out["a"]["NDCG@3"] - 0.5) < 1e-4
+
+
+def test_constant_scores_never_hit() -> None:
+    """A model that scores every item alike must not get credit through ties."""
+    item_domain = np.zeros(80, np.int64)
+    es = EvalSet(histories=[np.array([0])], targets=np.array([7]),
+                 target_domain=np.array([0]), negatives=np.array([np.arange(20, 40)]))
+    out = rank_metrics(lambda i, pool: np.zeros(len(pool)), es, item_domain, ["a"])
+    assert out["a"]["HR@10"] == 0.0 and out["a"]["Recall@50"] == 0.0
 
 
 def test_negatives_follow_the_papers_draw() -> None:
