@@ -18,11 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import _repo  # noqa: F401  (tests.helpers importable)
 import numpy as np
 import pyarrow.parquet as pq
 
 from feature_repo import get_feature_store, names, publish_to_feast
-from feature_repo.testing import make_version, redis_server
+from tests.helpers.services import redis_server
+from tests.helpers.synthetic_feast import make_version
 from xemb import layout
 from xemb.settings import XembConfig
 from xemb.store import VersionStore

@@ -125,7 +125,9 @@ def _row(name: str, ms: np.ndarray, qps: float | None) -> tuple[str, float, floa
 
 def _setup(args: argparse.Namespace, tmp: Path) -> tuple[XembConfig, Path, Path]:
     if args.synthetic:
-        from serving.testing import publish_synthetic
+        import _repo  # noqa: F401  (tests.helpers importable)
+
+        from tests.helpers.synthetic_serving import publish_synthetic
 
         root = tmp / "root"
         publish_synthetic(root, n_items=36_298, d=64)

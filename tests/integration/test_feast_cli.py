@@ -15,7 +15,7 @@ import pytest
 import feature_repo
 from feature_repo import names, publish_to_feast
 from feature_repo.offline import export_version
-from feature_repo.testing import derive_version, make_version
+from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb import layout
 from xemb.settings import XembConfig
 from xemb.store import VersionStore

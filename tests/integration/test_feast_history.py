@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_repo import get_feature_store, names, publish_to_feast
-from feature_repo.testing import derive_version, make_version
+from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb import layout
 from xemb.settings import XembConfig
 from xemb.store import VersionStore

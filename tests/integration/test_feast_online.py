@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_repo import get_feature_store, names, publish_to_feast
-from feature_repo.testing import copy_version, derive_version, make_version, redis_server
 from feature_repo.verify import expected_rows
+from tests.helpers.services import redis_binary, redis_server
+from tests.helpers.synthetic_feast import copy_version, derive_version, make_version
 from xemb import layout
 from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:On demand feature view:RuntimeWarning")]
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
@@ -32,7 +33,7 @@ _projects = itertools.count()
 
 @pytest.fixture(scope="module")
 def redis_url() -> Any:
-    if not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
+    if redis_binary() is None:
         pytest.skip("redis-server not installed (CI installs it in .ci/run)")
     with redis_server() as url:
         yield url
@@ -214,10 +215,10 @@ def test_killed_materialization_leaves_old_version_and_rerun_switches(
     _assert_exactly(reader, env.store, env.version)
 
     new = derive_version(env.store, env.version, seed=7)
-    code = ("import sys; from feature_repo.testing import publish_until_killed; "
+    code = ("import sys; from tests.helpers.faults import publish_until_killed; "
             "publish_until_killed(sys.argv[1], sys.argv[2], 0.5)")
     proc = subprocess.run([sys.executable, "-c", code, env.cfg.model_dump_json(), new],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == -9, proc.stderr[-2000:]
 
     online = reader._get_provider().online_store
@@ -264,16 +265,16 @@ def test_slots_of_garbage_collected_versions_are_dropped(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("published", ["redis"], indirect=True)
 def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: Path) -> None:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
     from feature_repo.repo_config import repo_config_dict
-    from feature_repo.testing import free_port
+    from tests.helpers.services import free_port
     from xemb.errors import Unavailable
 
-    if published.cfg.feast.online_store != "redis":
-        pytest.skip("redis only")
+    assert published.cfg.feast.online_store == "redis"
     feast = published.cfg.feast.model_copy(update={"redis_url": f"127.0.0.1:{free_port()}"})
     fs = FeatureStore(config=RepoConfig(**repo_config_dict(published.root, feast)))
     with pytest.raises(Unavailable, match="unreachable"):

@@ -10,7 +10,7 @@ import pytest
 
 import feature_repo
 from feature_repo import publish_to_feast
-from feature_repo.testing import derive_version, make_version
+from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from serving.interceptors import FIELD_KEY
-from serving.testing import publish_synthetic, running
 from serving.wire import to_tensor
+from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc
 

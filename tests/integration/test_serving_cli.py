@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from serving.testing import publish_synthetic, running
+from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.cli import main
 
 pytestmark = pytest.mark.integration

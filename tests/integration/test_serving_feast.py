@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.testing import publish_synthetic, running
+from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

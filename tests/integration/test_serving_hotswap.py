@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from serving.testing import clone_version, copy_published, publish_synthetic, running
+from tests.helpers.synthetic_serving import (
+    clone_version,
+    copy_published,
+    publish_synthetic,
+    running,
+)
+from tests.helpers.wait import wait_for
 from xemb import layout
 from xemb.store import VersionStore
 
@@ -25,11 +30,7 @@ def published(request, tmp_path):
     if request.param == "synthetic":
         publish_synthetic(tmp_path)
     else:
-        try:
-            tiny = request.getfixturevalue("tiny_build")
-        except pytest.FixtureLookupError:
-            pytest.skip("tiny_build fixture not available")
-        copy_published(tiny.root, tmp_path)
+        copy_published(request.getfixturevalue("tiny_build").root, tmp_path)
     store = VersionStore(tmp_path)
     items = pq.read_table(store.path(store.current()) / layout.ITEMS,
                           columns=["item_id", "domain"]).to_pandas()
@@ -49,13 +50,6 @@ class Probe:
 def _table(store: VersionStore, version: str, ids: np.ndarray) -> bytes:
     items = pq.read_table(store.path(version) / layout.ITEMS).to_pandas().set_index("item_id")
     return np.stack(items.loc[ids, "full"].to_numpy()).astype(np.float32).tobytes()
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 class Load:
@@ -111,15 +105,15 @@ def test_swap_and_rollback_under_load(published):
     with running(root, poll_interval_s=0.05) as (server, client):
         v2 = clone_version(root, v1, scale=2.0).version
         with Load(client, probe) as load:
-            _wait_for(lambda: len(load.seen) > 50)
+            wait_for(lambda: len(load.seen) > 50)
             store.set_current(v2)  # the poller notices, loads, checks and switches
-            _wait_for(lambda: server.holder.current.version == v2)
+            wait_for(lambda: server.holder.current.version == v2)
             mark = len(load.seen)
-            _wait_for(lambda: len(load.seen) > mark + 50)
+            wait_for(lambda: len(load.seen) > mark + 50)
             store.set_current(v1)  # rollback: v1 is still in memory
-            _wait_for(lambda: server.holder.current.version == v1)
+            wait_for(lambda: server.holder.current.version == v1)
             mark = len(load.seen)
-            _wait_for(lambda: len(load.seen) > mark + 50)
+            wait_for(lambda: len(load.seen) > mark + 50)
         assert not load.failures, load.failures[:3]
         assert load.versions() == {v1, v2}
         expected = {v: _expected(client, probe, v) for v in (v1, v2)}

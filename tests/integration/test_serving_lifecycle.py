@@ -16,7 +16,7 @@ import yaml
 
 from serving import ops
 from serving.client import XembClient
-from serving.testing import publish_synthetic, running
+from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.errors import DeadlineExceeded, ResourceExhausted
 from xemb.v1 import xemb_pb2 as pb
 
@@ -157,7 +157,7 @@ def test_sigterm_drains_in_flight_calls(root, tmp_path):
 
 
 def test_sighup_follows_current_at_once(tmp_path):
-    from serving.testing import clone_version
+    from tests.helpers.synthetic_serving import clone_version
 
     root = tmp_path / "root"
     v1 = publish_synthetic(root, n_items=100).version

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from serving.client import XembClient
-from serving.testing import publish_synthetic, running
+from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.errors import Unauthenticated, Unavailable
 
 pytestmark = [pytest.mark.integration,

@@ -21,7 +21,7 @@ from feature_repo import names
 from feature_repo.entities import check_entity_rows, join_key_types
 from feature_repo.offline import export_version, publish_time
 from feature_repo.repo_config import repo_config_dict
-from feature_repo.testing import make_version
+from tests.helpers.synthetic_feast import make_version
 from xemb import layout
 from xemb.errors import ConfigError, InvalidArgument
 from xemb.settings import XembConfig

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving.retrieval import SearchKnobs
-from serving.testing import publish_synthetic
 from serving.version import load_version
+from tests.helpers.synthetic_serving import publish_synthetic
 from xemb import layout
 from xemb.errors import VersionIntegrityError, VersionNotFound
 from xemb.store import VersionStore
@@ -52,7 +52,7 @@ def test_version_missing_required_parts_is_refused(tmp_path):
     store = VersionStore(tmp_path)
     version, stage = store.new_staging()
     (stage / layout.ITEMS).write_bytes(b"not parquet")
-    from serving.testing import SYNTH_DOMAINS
+    from tests.helpers.synthetic_serving import SYNTH_DOMAINS
     from xemb.store import Manifest
 
     store.commit(stage, Manifest(version=version, created_at="now", domains=SYNTH_DOMAINS,

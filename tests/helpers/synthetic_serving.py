@@ -3,7 +3,7 @@
 Random vectors and hand-built ONNX graphs (a masked-mean composer, a linear adapter, a
 bag-of-words encoder with a word-level tokenizer) published through the real VersionStore, so
 the server loads it exactly as it loads a real build, in well under a second. Needs the
-``onnx`` package (``offline`` extra); nothing else in ``serving`` imports this module.
+``onnx`` package (``offline`` extra).
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ schema exercises it fully without training anything.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import numpy as np
@@ -17,8 +15,7 @@ import pyarrow.parquet as pq
 from xemb import layout
 from xemb.store import Manifest, VersionStore, new_version_id
 
-__all__ = ["make_version", "derive_version", "copy_version", "redis_server", "free_port",
-           "publish_until_killed"]
+__all__ = ["make_version", "derive_version", "copy_version"]
 
 DOMAINS = ("food", "kitchen")
 
@@ -123,68 +120,3 @@ def copy_version(source: VersionStore, version: str, dest: VersionStore) -> str:
     shutil.copytree(source.path(version), dest.versions_dir / version)
     dest.verify(version)
     return version
-
-
-# ---- real services and fault injection for tests/benchmarks --------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server(binary: str | None = None, timeout_s: float = 10.0) -> Iterator[str]:
-    """Start a throwaway ``redis-server`` on a free loopback port; yield ``host:port``."""
-    import shutil
-    import socket
-    import subprocess
-    import time
-
-    binary = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def publish_until_killed(config_json: str, version: str, fraction: float) -> None:
-    """Run ``publish_to_feast`` and SIGKILL this process once ``fraction`` of the rows
-    were written to the online store (between two committed write batches)."""
-    import os
-    import signal
-
-    from feature_repo.online_store import XembOnlineStore
-    from feature_repo.publish import publish_to_feast
-    from feature_repo.verify import expected_rows
-    from xemb.settings import XembConfig
-
-    cfg = XembConfig.model_validate_json(config_json)
-    store = VersionStore(cfg.build.root)
-    total = sum(expected_rows(store, version).values())
-    written = [0]
-    original = XembOnlineStore._write_chunk
-
-    def write_then_maybe_die(self, config, slot, table, chunk, progress):  # type: ignore[no-untyped-def]
-        original(self, config, slot, table, chunk, progress)
-        written[0] += len(chunk)
-        if written[0] >= fraction * total:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    XembOnlineStore._write_chunk = write_then_maybe_die  # type: ignore[method-assign]
-    publish_to_feast(cfg, store, version)
