@@ -122,16 +122,11 @@ def _intents(ctx: BuildContext, out: Path) -> None:
     trans, _, _ = item_vectors(ctx, adapter, semantic)
     lib = build_intents(trans, ctx.ds.texts, ctx.ds.item_domain, ctx.ds.domains,
                         ctx.cfg.intents)
-    np.savez(out / "intents.npz", vectors=lib.vectors, support=lib.support,
-             item_ids=lib.item_ids, item_weights=lib.item_weights,
-             labels=np.array(lib.labels, dtype=object), domain_support=np.array(
-                 lib.domain_support, dtype=object))
+    lib.save(out / "intents.npz")
 
 
 def load_intents(ctx: BuildContext) -> IntentLibrary:
-    with np.load(ctx.out("intents") / "intents.npz", allow_pickle=True) as z:
-        return IntentLibrary(z["vectors"], list(z["labels"]), z["support"],
-                             list(z["domain_support"]), z["item_ids"], z["item_weights"])
+    return IntentLibrary.load(ctx.out("intents") / "intents.npz")
 
 
 def _compose(ctx: BuildContext, out: Path) -> None:

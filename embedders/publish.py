@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from embedders.export import export_onnx, ort_session
-from embedders.intents import IntentLibrary
+from embedders.intents import IntentLibrary, intent_report
 from embedders.models import AdapterExport, Composer
 from embedders.pipeline import (
     BuildContext,
@@ -139,6 +139,8 @@ def _write_intents(lib: IntentLibrary, out: Path) -> None:
         "vector": vectors_column(lib.vectors), "label": pa.array(lib.labels, pa.string()),
         "support": pa.array(lib.support, pa.int64()),
         "domain_support": pa.array(lib.domain_support, pa.string()),
+        "domain_labels": pa.array(lib.domain_labels or ["{}"] * len(lib.vectors), pa.string()),
+        "top_terms": pa.array(lib.top_terms or [[]] * len(lib.vectors), pa.list_(pa.string())),
     })
     pq.write_table(table, out / layout.INTENTS, compression="zstd")
 
@@ -233,7 +235,9 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
         _copy_encoder(ctx, out)
     counts = {"items": len(f), "warm_items": int(warm.sum()), "intents": len(lib.vectors),
               "users": n_users}
-    return _manifest(ctx, version, counts, semantic.shape[1], parity)
+    manifest = _manifest(ctx, version, counts, semantic.shape[1], parity)
+    manifest.metrics["intents"] = intent_report(lib, ctx.ds.item_domain, ctx.ds.domains)
+    return manifest
 
 
 def _publish_feast(ctx: BuildContext, version: str) -> None:

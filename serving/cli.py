@@ -70,6 +70,8 @@ def _run_query(c, args: argparse.Namespace) -> Any:
                                   user_id=args.user or "", version=args.version)
         return {"version": r.version, "source": r.source, "items_used": r.items_used,
                 "unknown_item_ids": r.unknown_item_ids.tolist(),
+                "intent_entropy": round(r.intent_entropy, 4),
+                "intent_entropy_ratio": round(r.intent_entropy_ratio, 4),
                 "intents": [vars(i) for i in r.intents], "vector": _vec(r.vector, full)}
     if what == "retrieve":
         vector = np.load(args.vector) if args.vector else None

@@ -85,6 +85,10 @@ class UserIntent:
     unknown_item_ids: np.ndarray
     items_used: int
     version: str
+    intent_entropy: float = 0.0
+    """Entropy (nats) of the composed intent weights over the intents that got votes."""
+    intent_entropy_ratio: float = 0.0
+    """``intent_entropy / log(#voted intents)``: 1 = flat weights, 0 = one intent."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ class XembClient:
             intents=[Intent(i.intent_id, i.label, i.weight) for i in r.intents],
             source=pb.IntentSource.Name(r.source).removeprefix("INTENT_SOURCE_").lower(),
             unknown_item_ids=np.array(r.unknown_item_ids, np.int64), items_used=r.items_used,
-            version=r.version)
+            version=r.version, intent_entropy=r.intent_entropy,
+            intent_entropy_ratio=r.intent_entropy_ratio)
 
     def retrieve(self, domain: str, k: int = 10, *, vector: np.ndarray | None = None,
                  item_id: int | None = None, history: Sequence[int] | None = None,

@@ -13,6 +13,7 @@ import numpy as np
 
 from serving.version import LoadedVersion
 from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
+from xemb.intent_stats import row_entropy
 
 __all__ = ["Composed", "embeddings", "compose", "retrieve", "encode"]
 
@@ -36,6 +37,10 @@ class Composed:
     stored: bool
     unknown: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     used: int = 0
+    entropy: float = 0.0
+    """Entropy (nats) of the composed intent weights over the voted intents (0 if stored)."""
+    entropy_ratio: float = 0.0
+    """``entropy / log(#voted)``: 1 = flat, 0 = one intent (0 if stored)."""
 
 
 def _top(v: LoadedVersion, weights: np.ndarray, n: int) -> list[tuple[int, str, float]]:
@@ -70,8 +75,10 @@ def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
                                      f"known in version {v.version}, and no user_id")
         raise InvalidArgument("give a history or a user_id", field="history")
     vector, weights = v.composer.run(v.composer.feed(rows, target))
+    h, u = row_entropy(weights)
     return Composed(vector, _top(v, weights, top), stored=False, unknown=unknown,
-                    used=len(rows))
+                    used=len(rows), entropy=float(h[0]),
+                    entropy_ratio=float(h[0] / u[0]) if u[0] > 0 else 0.0)
 
 
 def item_query(v: LoadedVersion, item_id: int) -> np.ndarray:

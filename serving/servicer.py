@@ -68,7 +68,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         return pb.ComposeUserIntentResponse(
             user_vector=to_tensor(out.vector), intents=_intent_msg(out.intents),
             version=v.version, source=source, unknown_item_ids=out.unknown.tolist(),
-            items_used=out.used)
+            items_used=out.used, intent_entropy=out.entropy,
+            intent_entropy_ratio=out.entropy_ratio)
 
     def Retrieve(self, request, context):
         v = self.holder.get(request.version)

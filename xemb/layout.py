@@ -14,7 +14,10 @@ This module is the contract between the offline job (writer), Feast and the gRPC
     ``intents.parquet``    one row per atomic intent:
         ``intent_id`` int64, ``vector`` fixed_size_list<float32>[d] (transferable space),
         ``label`` string, ``support`` int64 (items whose top intent it is),
-        ``domain_support`` string (JSON {domain: count}).
+        ``domain_support`` string (JSON {domain: count}),
+        ``domain_labels`` string (JSON {domain: label}: per domain, the titles of that domain
+        whose top intent it is, nearest its centroid; domains without such items are absent),
+        ``top_terms`` list<string> (words that set its items' titles apart from the catalogue).
     ``users.parquet``      one row per (training user, target domain):
         ``user_id`` string, ``target_domain`` string, ``vector`` fixed_size_list<float32>[d],
         ``top_intent_ids`` list<int64>, ``top_intent_weights`` list<float32>.

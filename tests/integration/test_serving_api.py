@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb import layout
+from xemb.intent_stats import row_entropy
 from xemb.store import VersionStore
 
 pytestmark = pytest.mark.integration
@@ -103,6 +104,9 @@ def test_compose_matches_the_model_and_reports_unknown_ids(served, tables):
     top = manifest.params["top_intents"]
     assert [i.intent_id for i in r.intents] == np.argsort(-want_w, kind="stable")[:top].tolist()
     assert all(i.label for i in r.intents) and r.version == manifest.version
+    h, u = row_entropy(want_w)
+    assert r.intent_entropy == pytest.approx(h[0], rel=1e-5, abs=1e-6)
+    assert r.intent_entropy_ratio == pytest.approx(h[0] / u[0], rel=1e-5, abs=1e-6)
 
 
 def test_timestamps_order_the_history(served, tables):

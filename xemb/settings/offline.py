@@ -85,7 +85,9 @@ class IntentsConfig(_Section):
     temperature: float = Field(0.1, gt=0)
     """Softmax temperature of item->intent weights."""
     label_titles: int = Field(3, ge=1)
-    """Most central titles joined into each intent's label."""
+    """Most central titles joined into each intent's label (and into its label per domain)."""
+    top_terms: int = Field(5, ge=0)
+    """Distinctive words of its members' titles reported with each intent."""
     seed: int = 0
 
 

@@ -90,20 +90,24 @@ class Intent(_message.Message):
     def __init__(self, intent_id: _Optional[int] = ..., label: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ComposeUserIntentResponse(_message.Message):
-    __slots__ = ("user_vector", "intents", "version", "source", "unknown_item_ids", "items_used")
+    __slots__ = ("user_vector", "intents", "version", "source", "unknown_item_ids", "items_used", "intent_entropy", "intent_entropy_ratio")
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     INTENTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_USED_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ENTROPY_RATIO_FIELD_NUMBER: _ClassVar[int]
     user_vector: Tensor
     intents: _containers.RepeatedCompositeFieldContainer[Intent]
     version: str
     source: IntentSource
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[int]
     items_used: int
-    def __init__(self, user_vector: _Optional[_Union[Tensor, _Mapping]] = ..., intents: _Optional[_Iterable[_Union[Intent, _Mapping]]] = ..., version: _Optional[str] = ..., source: _Optional[_Union[IntentSource, str]] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., items_used: _Optional[int] = ...) -> None: ...
+    intent_entropy: float
+    intent_entropy_ratio: float
+    def __init__(self, user_vector: _Optional[_Union[Tensor, _Mapping]] = ..., intents: _Optional[_Iterable[_Union[Intent, _Mapping]]] = ..., version: _Optional[str] = ..., source: _Optional[_Union[IntentSource, str]] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., items_used: _Optional[int] = ..., intent_entropy: _Optional[float] = ..., intent_entropy_ratio: _Optional[float] = ...) -> None: ...
 
 class RetrieveRequest(_message.Message):
     __slots__ = ("vector", "item_id", "user", "domain", "k", "exclude_ids", "version")
