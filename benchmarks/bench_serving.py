@@ -14,6 +14,7 @@ production, so client and server do not share a GIL.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -119,8 +120,18 @@ def _user_vectors(v: LoadedVersion, histories: list, domain: int) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def _row(name: str, ms: np.ndarray, qps: float | None) -> tuple[str, float, float, float | None]:
-    return name, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), qps
+Row = tuple[str, float, float, float | None, np.ndarray]  # name, p50, p99, calls/s, all ms
+
+
+def _row(name: str, ms: np.ndarray, qps: float | None) -> Row:
+    return name, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), qps, ms
+
+
+def write_json(path: Path, rows: list[Row], notes: list[str]) -> None:
+    """The latency file ``xemb report --bench`` reads: every call's latency per case."""
+    cases = [{"name": name, "latencies_ms": [round(float(x), 4) for x in ms],
+              "throughput_per_s": qps} for name, _, _, qps, ms in rows]
+    path.write_text(json.dumps({"cases": cases, "note": "; ".join(notes)}))
 
 
 def _setup(args: argparse.Namespace, tmp: Path) -> tuple[XembConfig, Path, Path]:
@@ -179,7 +190,7 @@ def _feast_rows(fetch, c: XembClient, ids: dict, args) -> tuple[list, str]:
 def _print(rows: list, notes: list[str]) -> None:
     print("| case | p50 ms | p99 ms | throughput (calls/s) |")
     print("| --- | ---: | ---: | ---: |")
-    for name, p50, p99, qps in rows:
+    for name, p50, p99, qps, _ in rows:
         print(f"| {name} | {p50:.3f} | {p99:.3f} | {qps:,.0f} |" if qps is not None else
               f"| {name} | {p50:.3f} | {p99:.3f} | - |")
     print()
@@ -195,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     p.add_argument("--concurrency", type=int, default=4, help="client threads for throughput")
     p.add_argument("--no-feast", action="store_true")
+    p.add_argument("--json-out", type=Path, default=None,
+                   help="also write every call's latency as JSON (for xemb report --bench)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, root, cfg_path = _setup(args, Path(tmp))
@@ -214,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=30)
         notes = _notes(v, rows, feast, same, rng, args)
         _print(rows + feast, notes)
+        if args.json_out:
+            write_json(args.json_out, rows + feast, notes)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from xemb.cli import add_config_args, config_from_args
 from xemb.errors import ConfigError
@@ -71,3 +72,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--version", default=None, help="version id (default: current)")
     p.set_defaults(func=_cmd_eval)
+    _register_report(sub)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _need_offline()
+    from embedders.report import collect
+    from embedders.report_html import render
+
+    inputs = collect(config_from_args(args), args.version, args.yardsticks, args.bench,
+                     args.ablations)
+    page = render(inputs, args.out)
+    print(json.dumps({"version": inputs.manifest.version, "report": str(page)}))
+    return 0
+
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="an HTML report (index.html + PNG plots) of a version")
+    add_config_args(p)
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.add_argument("--version", default=None, help="version id (default: current)")
+    p.add_argument("--yardsticks", type=Path, default=None,
+                   help="published figures on this dataset (default: <data.path>/yardsticks.json)")
+    p.add_argument("--bench", type=Path, default=None,
+                   help="latency file from benchmarks/bench_serving.py --json-out")
+    p.add_argument("--ablations", type=Path, default=None,
+                   help="ablation results (default: <root>/reports/ablations.json)")
+    p.set_defaults(func=_cmd_report)

@@ -20,7 +20,8 @@ from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition
 
 __all__ = ["EvalSet", "Ranks", "eval_set", "ranks", "metrics_from_ranks", "rank_metrics",
-           "popularity_scores", "served_metrics", "served_items", "baseline_metrics"]
+           "popularity_scores", "served_metrics", "served_items", "baseline_metrics",
+           "served_ranks", "baseline_ranks"]
 
 
 @dataclass
@@ -143,6 +144,25 @@ def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
                         recall_k=recall_k)
 
 
+def served_ranks(version_dir: Path, ds: Dataset, split: str, max_len: int, n_neg: int = 999,
+                 seed: int = 42) -> tuple[Ranks, np.ndarray]:
+    """The ranks behind :func:`served_metrics` (same vectors, same scores), and the composed
+    intent weights [n, K] of each eval row (for how spread out they are)."""
+    from xemb import layout
+    from xemb.composer_io import compose_batched
+
+    ids, arrays = served_items(version_dir)
+    if not np.array_equal(ids, ds.item_ids):
+        raise FailedPrecondition(f"{version_dir}: the published items are not the dataset's "
+                                 "items (was it built from another config?)")
+    es = eval_set(ds, split, n_neg, seed)
+    sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
+                                providers=["CPUExecutionProvider"])
+    users, weights = compose_batched(sess, arrays, es.histories, es.target_domain, max_len)
+    full = arrays.full
+    return ranks(lambda i, pool: full[pool] @ users[i], es, ds.item_domain), weights
+
+
 def baseline_metrics(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int = 999,
                      seed: int = 42, recall_k: int = 50) -> dict[str, dict]:
     """Popularity (train counts) and the mean of the last 5 text vectors (dot product)."""
@@ -155,3 +175,13 @@ def baseline_metrics(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int =
         "text_last5": rank_metrics(lambda i, pool: semantic[pool] @ last5[i], es,
                                    ds.item_domain, ds.domains, recall_k=recall_k),
     }
+
+
+def baseline_ranks(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int = 999,
+                   seed: int = 42) -> dict[str, Ranks]:
+    """The ranks behind :func:`baseline_metrics` (same scores), per baseline."""
+    es = eval_set(ds, split, n_neg, seed)
+    pop = popularity_scores(ds)
+    last5 = np.stack([semantic[h[-5:]].mean(0) for h in es.histories])
+    return {"popularity": ranks(lambda i, pool: pop[pool], es, ds.item_domain),
+            "text_last5": ranks(lambda i, pool: semantic[pool] @ last5[i], es, ds.item_domain)}
