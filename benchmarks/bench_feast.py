@@ -68,7 +68,8 @@ def _latency(root: Path, store: VersionStore, version: str, k: int, n: int) -> l
     for i in range(n + 20):
         user = users[int(rng.integers(len(users)))]
         rows = [{"item_id": int(x), "user_id": user["user_id"],
-                 "target_domain": user["target_domain"], "user_vector": user["vector"]}
+                 "target_domain": user["target_domain"], "user_vector": user["vector"],
+                 names.REQUEST_VERSION: version}
                 for x in rng.choice(ids, size=k, replace=False)]
         start = time.perf_counter()
         fs.get_online_features(features=service, entity_rows=rows)

@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of encode,adapt,intents,compose,publish")
     p.add_argument("--force", action="store_true",
                    help="publish a new version even if nothing changed")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for a build already running on this root (default: fail at once)")
     p.set_defaults(func=_cmd_build)
     p = sub.add_parser("eval", help="evaluate a published version on the valid/test split")
     add_config_args(p)

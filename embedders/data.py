@@ -220,7 +220,8 @@ def _sequences(events: pa.Table, ds: Dataset, file: Path) -> dict[str, list]:
 
 
 def _fingerprint(files: list[Path], cfg: DataConfig) -> str:
-    h = hashlib.sha256(cfg.model_dump_json().encode())
+    """File contents plus the path-free config: a clone at another path gets the same."""
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"path", "items", "events"}).encode())
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -22,6 +22,7 @@ from embedders.stages import StageCache, stage_key
 from embedders.train import TrainInputs, train_adapter, train_composer
 from xemb import layout
 from xemb.errors import FailedPrecondition, InvalidArgument
+from xemb.lock import RootLock
 from xemb.settings import XembConfig
 from xemb.store import Manifest, VersionStore
 
@@ -188,34 +189,51 @@ def prepare(cfg: XembConfig) -> BuildContext:
     return ctx
 
 
-def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = False
-          ) -> Manifest | None:
-    """Run the selected stages (default: all). Returns the published manifest, or None when
-    ``publish`` was not selected. With nothing changed, the current version is returned."""
-    from embedders.publish import publish
+def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = False,
+          wait: bool = False) -> Manifest | None:
+    """Run the selected stages (default: all) holding the root's build lock (``wait``: queue
+    behind a running build instead of failing at once). Returns the published manifest, or
+    None when ``publish`` was not selected. With nothing changed (build key and Feast
+    settings), the current version is returned."""
+    from embedders.publish import collect_garbage, publish
 
     chosen = _select(stages)
-    ctx = prepare(cfg)
-    store = ctx.store
-    current = store.current_or_none()
-    if "publish" in chosen and current and not force:
-        m = store.manifest(current)
-        if m.hashes.get("build") == ctx.keys["publish"]:
-            log(f"nothing changed: {current} is current and up to date")
-            return m
-    for stage in chosen:
-        t0 = time.perf_counter()
-        _require_upstream(ctx, stage)
-        if stage == "publish":
-            manifest = publish(ctx)
-        else:
-            ctx.cache.run(stage, ctx.keys[stage], functools.partial(_RUNNERS[stage], ctx))
-        ctx.timings[stage] = round(time.perf_counter() - t0, 2)
-        log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
-    if "publish" not in chosen:
+    with RootLock(cfg.build.root, wait=wait):
+        ctx = prepare(cfg)
+        collect_garbage(ctx)  # what killed builds left: failed versions, staging, temp folders
+        if "publish" in chosen and not force and (same := _up_to_date(ctx)) is not None:
+            return same
+        for stage in chosen:
+            t0 = time.perf_counter()
+            _require_upstream(ctx, stage)
+            if stage == "publish":
+                manifest = publish(ctx)
+            else:
+                ctx.cache.run(stage, ctx.keys[stage], functools.partial(_RUNNERS[stage], ctx))
+            ctx.timings[stage] = round(time.perf_counter() - t0, 2)
+            log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
+        if "publish" not in chosen:
+            return None
+        ctx.cache.prune({s: ctx.keys[s] for s in chosen if s != "publish"})
+        return manifest
+
+
+def _up_to_date(ctx: BuildContext) -> Manifest | None:
+    """The current version when it came from this very build key and Feast settings."""
+    from embedders.publish import feast_fingerprint
+
+    current = ctx.store.current_or_none()
+    if current is None:
         return None
-    ctx.cache.prune({f"{s}-{ctx.keys[s]}" for s in STAGES[:-1]})
-    return manifest
+    m = ctx.store.manifest(current)
+    if m.hashes.get("build") != ctx.keys["publish"]:
+        return None
+    record = ctx.store.published_record(current) or {}
+    if record.get("feast") != feast_fingerprint(ctx.cfg):
+        log(f"Feast settings changed since {current} was published: publishing again")
+        return None
+    log(f"nothing changed: {current} is current and up to date")
+    return m
 
 
 def _require_upstream(ctx: BuildContext, stage: str) -> None:

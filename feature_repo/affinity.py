@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from xemb.errors import InvalidArgument
+from xemb.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["item_user_affinity", "affinity_columns"]
 
 _FULL_KEYS = ("full", "item_embeddings__full")
 _USER_KEYS = ("user_vector", "user_vector_request__user_vector")
+_ITEM_VERSION_KEYS = ("xemb_version", "item_embeddings__xemb_version")
+_USER_VERSION_KEYS = ("user_vector_version", "user_vector_request__user_vector_version")
 
 
 def item_user_affinity(inputs: dict) -> dict:
@@ -33,7 +35,17 @@ def _pick(inputs: dict[str, Any], keys: tuple[str, ...]) -> Sequence[Any]:
     raise InvalidArgument(f"missing input column (have {sorted(inputs)})", field=keys[0])
 
 
+def check_versions(item_versions: Sequence[Any], user_versions: Sequence[Any]) -> None:
+    """One version per request: the user vector's version must be the items' version."""
+    for row, (item, user) in enumerate(zip(item_versions, user_versions, strict=False)):
+        if item is not None and item != user:
+            raise FailedPrecondition(
+                f"user_vector_version: row {row}: the user vector comes from version {user!r} "
+                f"but Feast answers from version {item!r}; compose it again on {item!r}")
+
+
 def affinity_from_inputs(inputs: dict[str, Any]) -> dict[str, list[float | None]]:
+    check_versions(_pick(inputs, _ITEM_VERSION_KEYS), _pick(inputs, _USER_VERSION_KEYS))
     return affinity_columns(_pick(inputs, _FULL_KEYS), _pick(inputs, _USER_KEYS))
 
 

@@ -1,7 +1,7 @@
 """``xemb feast ...`` / ``python -m feature_repo ...``: Feast publishing outside a build.
 
     publish -c xemb.yaml [--version V] [--set-current]   export, apply, materialize, verify
-    export --root DIR                                     offline history only (for `feast` CLI)
+    export --root DIR                                     offline history from the switch log
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     version = args.version or store.current()
     out = publish_to_feast(cfg, store, version)
     if args.set_current:
+        from feature_repo.publish import after_switch
+
         store.set_current(version)
+        out["history"] = after_switch(store)
     return {"version": version, **out}
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
-    from feature_repo.offline import export_version
+    from feature_repo.offline import sync_history
 
-    store = VersionStore(args.root)
-    return {v: export_version(store, v) for v in store.list_ids()}
+    return sync_history(VersionStore(args.root))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,7 +53,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--version", default=None, help="default: the CURRENT version")
     pub.add_argument("--set-current", action="store_true", help="then make it CURRENT")
     pub.set_defaults(func=_run, feast_func=_publish)
-    exp = sub.add_parser("export", help="write every version into the offline history")
+    exp = sub.add_parser("export", help="bring the offline history up to the switch log")
     exp.add_argument("--root", type=Path, required=True, help="xemb build root")
     exp.set_defaults(func=_run, feast_func=_export)
 

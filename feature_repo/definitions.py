@@ -3,7 +3,8 @@
     cd feature_repo && XEMB_ROOT=/path/to/root feast apply
     XEMB_ROOT=/path/to/root feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)
 
-``xemb build`` registers the very same objects (``repo.build_definitions``) for its root.
+``xemb build`` registers the same objects (``repo.build_definitions``) with file sources
+relative to ``<root>/feast``; here they are absolute, because this folder is the repo path.
 """
 
 import os

@@ -21,6 +21,8 @@ INTENT_VIEW = "atomic_intents"
 AFFINITY_VIEW = "item_user_affinity"
 REQUEST_SOURCE = "user_vector_request"
 REQUEST_VECTOR = "user_vector"
+REQUEST_VERSION = "user_vector_version"
+"""Request field: the version the ``user_vector`` came from (gRPC responses name it)."""
 
 RANKING_SERVICE = "xemb_ranking"
 ITEMS_SERVICE = "xemb_items"

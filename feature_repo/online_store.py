@@ -7,8 +7,14 @@ its own slot (see ``slots.py``):
 
 * writes are routed by each row's ``xemb_version`` feature into that version's slot;
 * a slot becomes *ready* only after all its rows are written and verified;
-* every ``get_online_features`` call resolves ``<root>/CURRENT`` (the pointer the build
-  flips with one ``os.replace`` after publishing) once, and reads all views from that slot.
+* every ``get_online_features`` call resolves the switch record once
+  (``VersionStore.serving_target``: ``<root>/CURRENT``, which the build flips with one
+  ``os.replace`` after publishing, unless a gRPC server refused that version) and reads all
+  views from that slot;
+* a call whose rows carry ``user_vector_version`` (the version of the gRPC vector being
+  scored) is served from that version's slot when the switch record says it is live, and
+  refused with FailedPrecondition naming both versions when it is not, so a user vector
+  and the item vectors it is scored against always come from one version.
 
 So a reader sees the old version until CURRENT moves, then the new one, never a mix, and
 the feature names never change. Configure it in ``feature_store.yaml``::
@@ -26,10 +32,10 @@ import functools
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from feast import Entity, FeatureView
 from feast.infra.online_stores.online_store import OnlineStore
@@ -56,7 +62,8 @@ class XembOnlineStoreConfig(FeastConfigBaseModel):
     type: Literal["feature_repo.online_store.XembOnlineStore"] = (
         "feature_repo.online_store.XembOnlineStore")
     root: StrictStr
-    """The xemb root: ``CURRENT`` there picks the version readers get."""
+    """The xemb root: ``CURRENT`` there picks the version readers get. A relative path is
+    relative to the folder of ``feature_store.yaml`` (the build writes ``..``)."""
     backend: Literal["sqlite", "redis"] = "sqlite"
     """Feast store that holds the slots."""
     connection_string: StrictStr = "localhost:6379"
@@ -65,23 +72,73 @@ class XembOnlineStoreConfig(FeastConfigBaseModel):
     """Rows per write call to the backend (one SQLite commit / one Redis pipeline)."""
 
 
-class _Pointer:
-    """``<root>/CURRENT``, re-read only when the file changed (os.replace gives a new inode)."""
+def root_of(config: RepoConfig) -> Path:
+    """The xemb root of a Feast config (a relative ``root`` is relative to the repo path)."""
+    root = Path(config.online_store.root)
+    if not root.is_absolute():
+        root = Path(config.repo_path or ".") / root
+    return root
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class _SwitchRecord:
+    """The root's switch record as Feast reads it, re-read only when a file changed:
+    CURRENT (os.replace gives a new inode), the switch log and the ledger folder."""
 
     def __init__(self, root: Path) -> None:
-        self.path = root / "CURRENT"
-        self._key: tuple[int, int, int] | None = None
-        self._value = ""
+        self.root = root
+        self.store = VersionStore(root)
+        self._target_key: tuple | None = None
+        self._target = ""
+        self._live: dict[str, tuple[tuple, bool]] = {}
 
-    def read(self) -> str:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise NoCurrentVersion(f"no published version under {self.path.parent}") from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if key != self._key:
-            self._value, self._key = self.path.read_text(encoding="utf-8").strip(), key
-        return self._value
+    def _missing(self) -> NoReturn:
+        if not self.root.is_dir():
+            raise FailedPrecondition(f"xemb root {self.root} does not exist (moved or deleted?"
+                                     f"); open the FeatureStore from the root's new place")
+        raise NoCurrentVersion(f"no published version under {self.root}")
+
+    def target(self) -> str:
+        key = (_stat_key(self.root / "CURRENT"), _stat_key(self.store.ledger_dir))
+        if key != self._target_key:
+            if key[0] == (0, 0, 0):
+                self._missing()
+            self._target, self._target_key = self.store.serving_target(), key
+        return self._target
+
+    def live(self, version: str) -> bool:
+        key = (_stat_key(self.root / "HISTORY"), _stat_key(self.store.ledger_dir))
+        cached = self._live.get(version)
+        if cached is None or cached[0] != key:
+            cached = (key, self.store.is_live(version))
+            self._live[version] = cached
+        return cached[1]
+
+
+def _request_version(entity_rows: Any) -> str | None:
+    """The one ``user_vector_version`` of a request (None when the rows carry none)."""
+    key = names.REQUEST_VERSION
+    if isinstance(entity_rows, Mapping):
+        values = list(entity_rows.get(key, []))
+    else:
+        values = [row[key] for row in entity_rows or [] if key in row]
+    found = {v for v in values if v}
+    if len(found) > 1:
+        raise InvalidArgument(f"one request, one version: rows carry {sorted(found)}",
+                              field=key)
+    if found and len(values) != len([v for v in values if v]):
+        raise InvalidArgument("set it on every row or on none", field=key)
+    version = found.pop() if found else None
+    if version is not None and (not isinstance(version, str) or len(version) > 200):
+        raise InvalidArgument("expected a version id string", field=key)
+    return version
 
 
 class XembOnlineStore(OnlineStore):
@@ -89,7 +146,7 @@ class XembOnlineStore(OnlineStore):
 
     def __init__(self) -> None:
         self._slots: Slots | None = None
-        self._pointer: _Pointer | None = None
+        self._record: _SwitchRecord | None = None
         self._ready: set[str] = set()
         self._last = ""
         self._written: Counter[tuple[str, str]] = Counter()
@@ -101,7 +158,7 @@ class XembOnlineStore(OnlineStore):
     def slots(self, config: RepoConfig) -> Slots:
         if self._slots is None:
             oc = config.online_store
-            self._slots = (SqliteSlots(Path(oc.root)) if oc.backend == "sqlite"
+            self._slots = (SqliteSlots(root_of(config)) if oc.backend == "sqlite"
                            else RedisSlots(oc.connection_string, config.project))
         return self._slots
 
@@ -120,18 +177,31 @@ class XembOnlineStore(OnlineStore):
                               f"unreachable: {exc}") from exc
 
     # ---- reading -------------------------------------------------------------------
-    def current_slot(self, config: RepoConfig) -> str:
-        """The CURRENT version, checked once per version to be materialized and verified."""
-        if self._pointer is None:
-            self._pointer = _Pointer(Path(config.online_store.root))
-        version = self._pointer.read()
+    def record(self, config: RepoConfig) -> _SwitchRecord:
+        if self._record is None:
+            self._record = _SwitchRecord(root_of(config))
+        return self._record
+
+    def current_slot(self, config: RepoConfig, requested: str | None = None) -> str:
+        """The slot a call reads: the switch record's target, or ``requested`` (the version
+        of the caller's user vector) when that one is live; checked ready once."""
+        record = self.record(config)
+        version = record.target()
+        if requested and requested != version:
+            if not record.live(requested):
+                raise FailedPrecondition(
+                    f"{names.REQUEST_VERSION} {requested} is not served by Feast under "
+                    f"{record.root} (serving {version}; a version is servable once it has "
+                    f"been current and was not refused): compose the user vector again",
+                )
+            version = requested
         if version != self._last:
             self.slots(config).forget(keep={version, self._last})
             self._last = version
         if version not in self._ready:
             if self._backend_call(config, lambda: self.slots(config).ready_info(version)) is None:
                 raise FailedPrecondition(
-                    f"version {version} is CURRENT under {config.online_store.root} but is not "
+                    f"version {version} is current under {record.root} but is not "
                     f"materialized in the Feast online store ({config.online_store.backend}); "
                     f"run `python -m feature_repo publish` for it")
             self._ready.add(version)
@@ -149,7 +219,7 @@ class XembOnlineStore(OnlineStore):
         if types is None:  # entity types never change between versions: look them up once
             types = self._key_types[(id(registry), project)] = join_key_types(registry, project)
         check_entity_rows(types, entity_rows)
-        token = _PINNED.set(self.current_slot(config))
+        token = _PINNED.set(self.current_slot(config, _request_version(entity_rows)))
         try:
             return super().get_online_features(
                 config, features, entity_rows, registry, project,
@@ -182,7 +252,7 @@ class XembOnlineStore(OnlineStore):
     # ---- writing -------------------------------------------------------------------
     def online_write_batch(self, config: RepoConfig, table: FeatureView, data: list[Row],
                            progress: Callable[[int], Any] | None) -> None:
-        known = set(VersionStore(config.online_store.root).list_ids())
+        known = set(VersionStore(root_of(config)).committed_ids())
         for version, rows in _by_version(table, data).items():
             if version not in known:
                 log.warning("skipping %d %s rows of version %s: not under the root",
@@ -214,7 +284,7 @@ class XembOnlineStore(OnlineStore):
         This is what makes a plain ``feast materialize-incremental`` publish a version; the
         xemb build calls :meth:`finalize` itself.
         """
-        vstore = VersionStore(config.online_store.root)
+        vstore = VersionStore(root_of(config))
         expected = expected_rows(vstore, version)
         if all(self._written[(version, v)] >= n for v, n in expected.items()) and \
                 all(v in self._views for v in expected):
@@ -226,7 +296,7 @@ class XembOnlineStore(OnlineStore):
         slots = self.slots(config)
         info = slots.ready_info(version)
         if info is None:
-            vstore = VersionStore(config.online_store.root)
+            vstore = VersionStore(root_of(config))
             info = verify_slot(self, config, vstore, version, views)
             self._backend_call(config, lambda: slots.mark_ready(version, info))
         return info

@@ -1,17 +1,18 @@
 """Publishing one committed version into Feast: the step ``xemb build`` runs before CURRENT.
 
-Steps: export the version's rows into the offline history, (re)write the generated
-``feature_store.yaml``, ``apply`` the definitions, write exactly the version's rows into its
-own online slot, verify the slot (counts + spot values) and mark it ready, drop slots of
-versions no longer on disk. Nothing here changes what readers see;
-the build's ``VersionStore.set_current`` does, in one os.replace.
+Steps: (re)write the generated ``feature_store.yaml``, ``apply`` the definitions, write
+exactly the version's rows (read from its own tables) into its own online slot, verify the
+slot (counts + spot values) and mark it ready, drop slots of versions that are not published.
+Nothing here changes what readers see; the build's ``VersionStore.set_current`` does, in one
+os.replace, and only then :func:`after_switch` adds the rows to the offline history, stamped
+with the switch time.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
-__all__ = ["publish_to_feast", "FeastPublishError"]
+__all__ = ["publish_to_feast", "FeastPublishError", "after_switch", "collect_garbage",
+           "slot_ready"]
 
 
 class FeastPublishError(FailedPrecondition):
@@ -46,7 +48,7 @@ def _online(fs: FeatureStore) -> XembOnlineStore:
     return cast("XembOnlineStore", online)
 
 
-def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str) -> list[str]:
+def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str | None) -> list[str]:
     online = _online(fs)
     present = set(store.list_ids()) | {keep}
     stale = [s for s in online.slots(fs.config).list() if s not in present]
@@ -55,34 +57,31 @@ def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str) -> list[
     return stale
 
 
-def _materialize(fs: FeatureStore, root: Path, version: str, ts: datetime,
+def _materialize(fs: FeatureStore, store: VersionStore, version: str, ts: datetime,
                  chunk_rows: int) -> None:
-    """Write the version's offline rows into its online slot through Feast.
+    """Write the version's rows into its online slot through Feast.
 
-    Reads the version's own offline file rather than ``FeatureStore.materialize``'s dask scan
-    of the whole history (same rows, about 3x faster), then records the interval in the
-    registry so a later ``feast materialize-incremental`` starts after it.
+    Reads the version's own tables rather than ``FeatureStore.materialize``'s dask scan of
+    the offline history (which only gets the rows once the version served), then records the
+    interval in the registry so a later ``feast materialize-incremental`` starts after it.
     """
-    import pyarrow.parquet as pq
+    from feature_repo.offline import version_batches
 
     for table, view in names.VIEW_OF_TABLE.items():
-        source = pq.ParquetFile(names.offline_dir(root, table) / f"{version}.parquet")
-        for batch in source.iter_batches(batch_size=chunk_rows):
+        for batch in version_batches(store, version, table, ts, chunk_rows):
             fs.write_to_online_store(view, batch.to_pandas())
         fs.registry.apply_materialization(fs.get_feature_view(view), fs.project, ts,
                                           ts + timedelta(microseconds=1))
 
 
 def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
-    from feature_repo.offline import export_version, publish_time
     from feature_repo.repo import build_definitions
+    from feature_repo.verify import expected_rows
 
     clock, out = time.perf_counter(), cast(dict[str, Any], {})
-    manifest = store.manifest(version)
-    out["rows"] = export_version(store, version)
-    out["export_s"], clock = time.perf_counter() - clock, time.perf_counter()
+    out["rows"] = dict(zip(names.TABLES, expected_rows(store, version).values(), strict=True))
     fs = _open(store.root, cfg)
-    defs = build_definitions(store.root)
+    defs = build_definitions()
     with warnings.catch_warnings():  # Feast flags every on-demand view as "experimental"
         warnings.filterwarnings("ignore", "On demand feature view", RuntimeWarning)
         fs.apply(defs.objects())
@@ -90,7 +89,7 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     online = _online(fs)
     out["already_ready"] = online.slots(fs.config).ready_info(version) is not None
     if not out["already_ready"]:  # a verified slot is immutable: re-publishing is a no-op
-        _materialize(fs, store.root, version, publish_time(manifest),
+        _materialize(fs, store, version, datetime.now(timezone.utc),
                      10 * cfg.feast.write_batch_size)
     online.finalize(fs.config, version, {v.name: v for v in defs.views})
     out["materialize_s"] = time.perf_counter() - clock
@@ -124,3 +123,29 @@ def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict
     except Exception as exc:
         raise FeastPublishError(f"publishing version {version} into Feast failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
+
+
+def slot_ready(root: Path, version: str) -> bool:
+    """Whether ``version``'s online slot under ``root`` was verified and marked ready."""
+    from feature_repo import get_feature_store
+
+    fs = get_feature_store(root)
+    return _online(fs).slots(fs.config).ready_info(version) is not None
+
+
+def after_switch(store: VersionStore) -> dict[str, Any]:
+    """Bring the offline history up to the switch log (call after every switch)."""
+    from feature_repo.offline import sync_history
+
+    return sync_history(store)
+
+
+def collect_garbage(store: VersionStore, keep: str | None = None) -> dict[str, Any]:
+    """Drop online slots of versions that are not published (failed builds, gc'd versions)
+    and offline rows that no switch accounts for. Needs the root's feature_store.yaml."""
+    from feature_repo import get_feature_store
+
+    out: dict[str, Any] = {"history": after_switch(store), "dropped_slots": []}
+    if names.yaml_path(store.root).is_file():
+        out["dropped_slots"] = _drop_stale_slots(get_feature_store(store.root), store, keep)
+    return out

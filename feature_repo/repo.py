@@ -2,9 +2,10 @@
 
 Names here are the stable contract a ranking model codes against; they never carry a
 version id. Which version a read returns is decided by the online store (see
-``online_store.py``), not by these names. The objects are built by a function of the root
-because a FileSource needs an absolute path: ``feast apply`` from ``feature_repo/`` and
-``xemb build`` then register byte-identical definitions for the same root.
+``online_store.py``), not by these names. File sources are relative to the Feast repo path
+``<root>/feast`` (Feast resolves them against it), so a root copied elsewhere reads its own
+history; ``feast apply`` from ``feature_repo/`` (driven by ``$XEMB_ROOT``, a different repo
+path) registers absolute ones instead.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ class Definitions:
         return [*self.entities, *self.views, *self.on_demand, *self.services]
 
 
-def _source(root: Path, table: str) -> FileSource:
-    return FileSource(name=f"xemb_{table}", path=str(names.offline_dir(root, table)),
+def _source(root: Path | None, table: str) -> FileSource:
+    """``root`` None: relative to the repo path ``<root>/feast`` (portable)."""
+    path = names.offline_dir(root, table) if root else \
+        names.offline_dir(".", table).relative_to(names.feast_dir("."))
+    return FileSource(name=f"xemb_{table}", path=path.as_posix(),
                       timestamp_field=names.EVENT_TS, created_timestamp_column=names.CREATED_TS)
 
 
@@ -60,7 +64,7 @@ def _entities() -> dict[str, Entity]:
     }
 
 
-def _views(root: Path, ent: dict[str, Entity]) -> dict[str, FeatureView]:
+def _views(root: Path | None, ent: dict[str, Entity]) -> dict[str, FeatureView]:
     vec = Array(Float32)
     version = Field(name=names.VERSION_FIELD, dtype=String)
     items = FeatureView(
@@ -91,10 +95,12 @@ def _views(root: Path, ent: dict[str, Entity]) -> dict[str, FeatureView]:
 
 def _affinity_view(items: FeatureView) -> OnDemandFeatureView:
     request = RequestSource(name=names.REQUEST_SOURCE,
-                            schema=[Field(name=names.REQUEST_VECTOR, dtype=Array(Float32))])
+                            schema=[Field(name=names.REQUEST_VECTOR, dtype=Array(Float32)),
+                                    Field(name=names.REQUEST_VERSION, dtype=String)])
     udf = cast(FunctionType, affinity.item_user_affinity)
     return OnDemandFeatureView(
-        name=names.AFFINITY_VIEW, sources=[items[["full"]], request], mode="python",
+        name=names.AFFINITY_VIEW, sources=[items[["full", names.VERSION_FIELD]], request],
+        mode="python",
         schema=[Field(name="affinity_dot", dtype=Float64),
                 Field(name="affinity_cosine", dtype=Float64)],
         udf=udf, udf_string=inspect.getsource(udf),
@@ -119,11 +125,11 @@ def _services(views: dict[str, FeatureView], odfv: OnDemandFeatureView) -> list[
     ]
 
 
-def build_definitions(root: str | Path) -> Definitions:
-    """All Feast objects for the xemb root ``root``."""
-    root = Path(root).resolve()
+def build_definitions(root: str | Path | None = None) -> Definitions:
+    """All Feast objects; file sources relative to ``<root>/feast`` unless ``root`` is given
+    (then absolute, for a repo path elsewhere such as ``feature_repo/``)."""
     ent = _entities()
-    views = _views(root, ent)
+    views = _views(Path(root).resolve() if root is not None else None, ent)
     odfv = _affinity_view(views["items"])
     return Definitions(entities=list(ent.values()), views=list(views.values()),
                        on_demand=[odfv], services=_services(views, odfv))

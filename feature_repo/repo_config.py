@@ -23,10 +23,11 @@ REGISTRY_STORE_TYPE = "feature_repo.registry_store.AtomicFileRegistryStore"
 
 
 def repo_config_dict(root: str | Path, feast: FeastConfig | None = None) -> dict[str, Any]:
-    """``feature_store.yaml`` content for ``root`` (absolute paths only)."""
+    """``feature_store.yaml`` content for ``root``. Paths are relative to the folder the
+    file lives in (``<root>/feast``), so a root copied elsewhere reads itself, not the
+    original."""
     feast = feast or FeastConfig()
-    root = Path(root).resolve()
-    online: dict[str, Any] = {"type": ONLINE_STORE_TYPE, "root": str(root),
+    online: dict[str, Any] = {"type": ONLINE_STORE_TYPE, "root": "..",
                               "backend": feast.online_store,
                               "write_batch_size": feast.write_batch_size}
     if feast.online_store == "redis":
@@ -34,7 +35,7 @@ def repo_config_dict(root: str | Path, feast: FeastConfig | None = None) -> dict
     return {
         "project": feast.project,
         "provider": "local",
-        "registry": {"path": str(names.registry_path(root)),
+        "registry": {"path": names.registry_path(".").relative_to(names.feast_dir(".")).as_posix(),
                      "registry_store_type": REGISTRY_STORE_TYPE,
                      "cache_ttl_seconds": feast.registry_cache_ttl_seconds},
         "online_store": online,

@@ -87,6 +87,7 @@ class VersionHolder:
         except Exception as exc:  # any failure to load refuses the version, never the server
             why = str(exc) or type(exc).__name__
             self.refused[version] = why
+            self._record_refusal(version, why)
             log.error("refused version %s, keeping %s: %s", version,
                       self._current.version if self._current else None, why)
             self._on_refuse(version, why)
@@ -94,11 +95,21 @@ class VersionHolder:
                 raise
             raise VersionIntegrityError(f"version {version}: {why}") from exc
 
+    def _record_refusal(self, version: str, why: str) -> None:
+        """Write the refusal into the root, so Feast and rollback skip the version too."""
+        try:
+            self.store.mark_refused(version, why)
+        except OSError as exc:  # a read-only root: this server still refuses it
+            log.warning("could not record the refusal of %s under %s: %s", version,
+                        self.store.root, exc)
+
     def refresh(self, *, retry_refused: bool = False) -> bool:
-        """Follow CURRENT on disk; True when the serving version changed."""
+        """Follow the switch record on disk (``VersionStore.serving_target``: CURRENT unless
+        a server refused it); True when the serving version changed. ``retry_refused`` tries
+        CURRENT again even if it was refused, and clears the refusal when it now loads."""
         if retry_refused:
             self.refused.clear()
-        target = self.store.current()
+        target = self.store.current() if retry_refused else self.store.serving_target()
         if self._current is not None and target == self._current.version:
             return False
         try:
@@ -108,6 +119,8 @@ class VersionHolder:
                 raise
             log.warning("still serving %s: %s", self._current.version, exc)
             return False
+        if retry_refused and self.store.is_refused(target):
+            self.store.clear_refusal(target)
         return True
 
     # ---- polling -------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _holder(config: XembConfig, root: Path | None, metrics: Metrics) -> VersionH
     holder = VersionHolder(store, lambda v: load_version(store, v, knobs), keep=cfg.keep_loaded,
                            on_switch=lambda v: metrics.serving(v.version),
                            on_refuse=lambda v, why: metrics.refused.inc())
-    holder.switch_to(store.current())  # fail fast: nothing to serve, or it is broken
+    holder.switch_to(store.serving_target())  # fail fast: nothing to serve, or it is broken
     return holder
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from xemb.errors import XembError
+from xemb.errors import NotPublished, XembError
 from xemb.settings import XembConfig, load_config
 from xemb.store import VersionStore
 
@@ -43,16 +43,43 @@ def _cmd_versions(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     store = store_from(args)
     target = args.to or store.previous()
-    manifest = store.set_current(target)
+    store.require_selectable(target)
+    _require_feast_slot(store, target)
+    manifest = store.set_current(target, reason="rollback")
+    _after_switch(store)
     print(json.dumps({"current": manifest.version}))
     return 0
+
+
+def _require_feast_slot(store: VersionStore, version: str) -> None:
+    """Where the root publishes into Feast, the version's online slot must be ready."""
+    if not (store.root / "feast" / "feature_store.yaml").is_file():
+        return
+    try:
+        from feature_repo.publish import slot_ready
+    except ImportError:
+        return
+    if not slot_ready(store.root, version):
+        raise NotPublished(f"version {version} has no ready Feast online slot; publish it "
+                           f"first (`xemb feast publish --version {version}`)")
+
+
+def _after_switch(store: VersionStore) -> None:
+    """The offline history follows the switch log (rows stamped with the rollback time)."""
+    if not (store.root / "feast").is_dir():
+        return
+    try:
+        from feature_repo.publish import after_switch
+    except ImportError:
+        return
+    after_switch(store)
 
 
 def _register_store_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("versions", help="list published versions")
     add_config_args(p, required=False)
     p.set_defaults(func=_cmd_versions)
-    p = sub.add_parser("rollback", help="make an earlier version current again")
+    p = sub.add_parser("rollback", help="make an earlier published version current again")
     add_config_args(p, required=False)
     p.add_argument("--to", default=None, help="version id (default: the previous current)")
     p.set_defaults(func=_cmd_rollback)

@@ -19,6 +19,8 @@ __all__ = [
     "NoCurrentVersion",
     "VersionIntegrityError",
     "ParityError",
+    "BuildLocked",
+    "NotPublished",
     "ResourceExhausted",
     "Unavailable",
     "Unauthenticated",
@@ -84,6 +86,15 @@ class VersionIntegrityError(FailedPrecondition):
 
 class ParityError(FailedPrecondition):
     """An exported ONNX model disagrees with torch beyond the tolerance."""
+
+
+class BuildLocked(FailedPrecondition):
+    """Another build holds the root's lock; the message names the holder."""
+
+
+class NotPublished(FailedPrecondition):
+    """A version exists but is not (or no longer) selectable: never fully published, or
+    refused by a server."""
 
 
 class ResourceExhausted(XembError):

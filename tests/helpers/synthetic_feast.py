@@ -88,6 +88,7 @@ def make_version(store: VersionStore, *, n_items: int = 200, n_users: int = 40,
                         counts={"items": n_items, "users": n_users * len(DOMAINS),
                                 "intents": n_intents})
     store.commit(staging, manifest)
+    store.mark_published(version)  # a synthetic version counts as fully published
     return version
 
 
@@ -109,6 +110,7 @@ def derive_version(store: VersionStore, source: str, *, seed: int = 1,
     manifest = old.model_copy(update={"version": version, "created_at": created_at.isoformat(),
                                       "files": {}})
     store.commit(staging, manifest)
+    store.mark_published(version)  # a synthetic version counts as fully published
     return version
 
 
@@ -119,4 +121,5 @@ def copy_version(source: VersionStore, version: str, dest: VersionStore) -> str:
     dest.versions_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source.path(version), dest.versions_dir / version)
     dest.verify(version)
+    dest.mark_published(version)
     return version

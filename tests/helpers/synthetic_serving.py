@@ -194,6 +194,7 @@ def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d:
         counts={"items": n_items, "intents": k, "users": len(users)},
         params={"composer_max_len": 10, "top_m": m, "n_intents": k, "top_intents": 3})
     store.commit(stage, manifest)
+    store.mark_published(version)  # a synthetic version counts as fully published
     return store.set_current(version) if make_current else store.manifest(version)
 
 
@@ -219,6 +220,7 @@ def clone_version(root: str | Path, source: str, *, scale: float | None = None,
         pq.write_table(table, stage / layout.ITEMS)
         _reindex(stage, src, table)
     store.commit(stage, src.model_copy(update={"version": version, "files": {}}))
+    store.mark_published(version)
     return store.set_current(version) if make_current else store.manifest(version)
 
 
@@ -261,4 +263,5 @@ def copy_published(src_root: str | Path, dst_root: str | Path) -> Manifest:
     dst = VersionStore(dst_root)
     dst.versions_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src.path(version), dst.versions_dir / version)
+    dst.mark_published(version)
     return dst.set_current(version)

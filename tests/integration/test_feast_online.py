@@ -86,11 +86,13 @@ def f32(values: Any) -> bytes:
     return np.asarray(values, dtype=np.float32).tobytes()
 
 
-def ranking_rows(items: list[dict], users: list[dict], n: int) -> list[dict[str, Any]]:
+def ranking_rows(items: list[dict], users: list[dict], n: int, version: str
+                 ) -> list[dict[str, Any]]:
     return [{"item_id": items[i % len(items)]["item_id"],
              "user_id": users[i % len(users)]["user_id"],
              "target_domain": users[i % len(users)]["target_domain"],
-             "user_vector": users[i % len(users)]["vector"]} for i in range(n)]
+             "user_vector": users[i % len(users)]["vector"],
+             names.REQUEST_VERSION: version} for i in range(n)]
 
 
 def test_publish_reports_rows_and_timings(published: SimpleNamespace) -> None:
@@ -107,7 +109,7 @@ def test_ranking_service_returns_published_vectors_bit_for_bit(published: Simple
     items = table(published.store, published.version, layout.ITEMS)
     users = table(published.store, published.version, layout.USERS)
     service = published.fs.get_feature_service(names.RANKING_SERVICE)
-    rows = ranking_rows(items, users, max(len(items), len(users)))
+    rows = ranking_rows(items, users, max(len(items), len(users)), published.version)
     for start in range(0, len(rows), 200):
         batch = rows[start:start + 200]
         got = published.fs.get_online_features(features=service, entity_rows=batch).to_dict()
@@ -155,7 +157,8 @@ def _one_row(published: SimpleNamespace, **override: Any) -> dict[str, Any]:
     item = table(published.store, published.version, layout.ITEMS)[0]
     user = table(published.store, published.version, layout.USERS)[0]
     row = {"item_id": item["item_id"], "user_id": user["user_id"],
-           "target_domain": user["target_domain"], "user_vector": user["vector"]}
+           "target_domain": user["target_domain"], "user_vector": user["vector"],
+           names.REQUEST_VERSION: published.version}
     return {**row, **override}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from feature_repo import affinity
-from xemb.errors import InvalidArgument
+from xemb.errors import FailedPrecondition, InvalidArgument
 
 
 def _batch(n: int = 32, dim: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +53,30 @@ def test_row_count_mismatch() -> None:
 
 def test_full_feature_names_inputs_are_accepted() -> None:
     out = affinity.affinity_from_inputs({"item_embeddings__full": [[1.0, 0.0]],
-                                         "user_vector": [[2.0, 0.0]]})
+                                         "user_vector": [[2.0, 0.0]],
+                                         "item_embeddings__xemb_version": ["v1"],
+                                         "user_vector_request__user_vector_version": ["v1"]})
     assert out == {"affinity_dot": [2.0], "affinity_cosine": [1.0]}
+
+
+def test_user_vector_of_another_version_is_refused_naming_both() -> None:
+    """Issue 7.1: an old-version user vector scored against new items gave cosine 0.02."""
+    inputs = {"full": [[1.0, 0.0], None], "user_vector": [[1.0, 0.0], [1.0, 0.0]],
+              "xemb_version": ["v2", None], "user_vector_version": ["v1", "v1"]}
+    with pytest.raises(FailedPrecondition, match=r"row 0: .*version 'v1'.*version 'v2'"):
+        affinity.affinity_from_inputs(inputs)
+    inputs["xemb_version"] = ["v1", None]  # unknown items carry no version: not a mismatch
+    assert affinity.affinity_from_inputs(inputs)["affinity_dot"] == [1.0, None]
+    with pytest.raises(InvalidArgument, match="user_vector_version"):
+        affinity.affinity_from_inputs({"full": [[1.0]], "user_vector": [[1.0]],
+                                       "xemb_version": ["v1"]})
 
 
 def test_udf_source_runs_in_a_bare_namespace() -> None:
     """Feast re-executes the UDF from its source text on readers; it must stand alone."""
     namespace: dict = {"__name__": "feast_udf_rehydrate"}
     exec(inspect.getsource(affinity.item_user_affinity), namespace)  # noqa: S102
-    out = namespace["item_user_affinity"]({"full": [[3.0, 4.0]], "user_vector": [[3.0, 4.0]]})
+    out = namespace["item_user_affinity"]({"full": [[3.0, 4.0]], "user_vector": [[3.0, 4.0]],
+                                           "xemb_version": ["v1"],
+                                           "user_vector_version": ["v1"]})
     assert out == {"affinity_dot": [25.0], "affinity_cosine": [1.0]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import runpy
 import subprocess
 import sys
@@ -19,11 +18,11 @@ from pydantic import ValidationError
 import feature_repo
 from feature_repo import names
 from feature_repo.entities import check_entity_rows, join_key_types
-from feature_repo.offline import export_version, publish_time
+from feature_repo.offline import export_version, history_rows, sync_history
 from feature_repo.repo_config import repo_config_dict
 from tests.helpers.synthetic_feast import make_version
 from xemb import layout
-from xemb.errors import ConfigError, InvalidArgument
+from xemb.errors import ConfigError, FailedPrecondition, InvalidArgument
 from xemb.settings import XembConfig
 from xemb.settings.feast import FeastConfig
 from xemb.store import VersionStore
@@ -84,35 +83,49 @@ def test_repo_config_is_valid_feast_config(tmp_path: Path) -> None:
     config = RepoConfig(**raw)
     assert isinstance(config.online_store, XembOnlineStoreConfig)
     assert config.online_store.backend == "redis"
-    assert config.registry.path == str(names.registry_path(tmp_path.resolve()))
+    # Issue 7.3: nothing written into a root holds an absolute path.
+    assert config.registry.path == "registry.db" and config.online_store.root == ".."
+    assert str(tmp_path) not in repr(raw)
 
 
 def test_store_for_builds_a_feature_store_from_the_xemb_config(tmp_path: Path) -> None:
     cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)}})
     fs = feature_repo.store_for(cfg)
     assert fs.project == names.PROJECT
-    assert fs.config.online_store.root == str(tmp_path.resolve())
+    from feature_repo.online_store import root_of
+
+    assert root_of(fs.config).resolve() == tmp_path.resolve()
 
 
-def test_export_keeps_vectors_bit_identical_and_stamps_publish_time(tmp_path: Path) -> None:
+def test_history_follows_the_switch_log_bit_identical(tmp_path: Path) -> None:
+    """Issue 7.4: offline rows exist only for switches, stamped with the switch time; a
+    rollback adds the rolled-back-to rows again; rows of a never-current build go."""
     store = VersionStore(tmp_path)
-    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    version = make_version(store, n_items=30, created_at=created)
-    rows = export_version(store, version)
-    assert rows == {"items": 30, "users": 80, "intents": 16}
-    out = pq.read_table(names.offline_dir(tmp_path, "items") / f"{version}.parquet")
-    src = pq.read_table(store.path(version) / layout.ITEMS)
+    v1 = make_version(store, n_items=30)
+    v2 = make_version(store, n_items=30, seed=1)
+    never = make_version(store, n_items=30, seed=2)
+    export_version(store, never, datetime(2026, 1, 1, tzinfo=timezone.utc))  # old-style leak
+    store.set_current(v1)
+    store.set_current(v2)
+    store.set_current(v1, reason="rollback")
+    sync_history(store)
+    switches = store.switches()
+    assert [s.version for s in switches] == [v1, v2, v1]
+    assert switches[-1].reason == "rollback"
+    files = history_rows(store)["items"]
+    assert len(files) == 3 and not any(never in f for f in files)
+    for switch, name in zip(switches, files, strict=True):
+        out = pq.read_table(names.offline_dir(tmp_path, "items") / name)
+        assert set(out.column(names.EVENT_TS).to_pylist()) == {switch.time}
+        assert set(out.column(names.VERSION_FIELD).to_pylist()) == {switch.version}
+    out = pq.read_table(names.offline_dir(tmp_path, "items") / files[0])
+    src = pq.read_table(store.path(v1) / layout.ITEMS)
     assert out.schema.field("full").type == pa.list_(pa.float32())
     for part in layout.VECTOR_PARTS:
         a = np.asarray(src.column(part).combine_chunks().flatten(), dtype=np.float32)
         b = np.asarray(out.column(part).combine_chunks().flatten(), dtype=np.float32)
         assert a.tobytes() == b.tobytes()
-    assert set(out.column(names.EVENT_TS).to_pylist()) == {created}
-    assert set(out.column(names.VERSION_FIELD).to_pylist()) == {version}
-    assert publish_time(store.manifest(version)) == created
-    export_version(store, version)  # idempotent, and leaves no temp files behind
-    assert [p.name for p in names.offline_dir(tmp_path, "items").iterdir()] == [
-        f"{version}.parquet"]
+    assert sync_history(store) == {"added": [], "removed": []}  # idempotent
 
 
 def _types() -> dict:
@@ -143,16 +156,26 @@ def test_entity_ids_of_the_right_type_pass() -> None:
     check_entity_rows(_types(), {"item_id": [1, 2]})
 
 
-def test_pointer_follows_os_replace(tmp_path: Path) -> None:
-    from feature_repo.online_store import _Pointer
+def test_switch_record_follows_os_replace_and_refusals(tmp_path: Path) -> None:
+    from feature_repo.online_store import _SwitchRecord
 
-    pointer = _Pointer(tmp_path)
-    (tmp_path / "CURRENT").write_text("v1\n")
-    assert pointer.read() == "v1"
-    tmp = tmp_path / "tmp"
-    tmp.write_text("v2\n")
-    os.replace(tmp, tmp_path / "CURRENT")
-    assert pointer.read() == "v2"
+    store = VersionStore(tmp_path)
+    v1, v2 = make_version(store, n_items=5), make_version(store, n_items=5, seed=1)
+    record = _SwitchRecord(tmp_path)
+    store.set_current(v1)
+    assert record.target() == v1
+    store.set_current(v2)
+    assert record.target() == v2 and record.live(v1)
+    store.mark_refused(v2, "smoke test failed")  # a server refused v2: Feast serves v1 again
+    assert record.target() == v1 and not record.live(v2)
+
+
+def test_a_missing_root_says_so(tmp_path: Path) -> None:
+    """Issue 7.3: a FeatureStore whose root is gone fails with a message that says so."""
+    from feature_repo.online_store import _SwitchRecord
+
+    with pytest.raises(FailedPrecondition, match="does not exist"):
+        _SwitchRecord(tmp_path / "gone").target()
 
 
 def test_cli_export_and_publish_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -165,8 +188,11 @@ def test_cli_export_and_publish_errors(tmp_path: Path, capsys: pytest.CaptureFix
     store = VersionStore(tmp_path)
     version = make_version(store, n_items=10)
     assert main(["export", "--root", str(tmp_path)]) == 0
-    assert json.loads(capsys.readouterr().out) == {version: {"items": 10, "users": 80,
-                                                             "intents": 16}}
+    assert json.loads(capsys.readouterr().out) == {"added": [], "removed": []}
+    store.set_current(version)
+    assert main(["export", "--root", str(tmp_path)]) == 0
+    assert len(json.loads(capsys.readouterr().out)["added"]) == 1
+    (tmp_path / "CURRENT").unlink()
     config = tmp_path / "xemb.yaml"
     config.write_text(f"build: {{root: {tmp_path}}}\n")
     assert main(["publish", "-c", str(config)]) == 4          # nothing is CURRENT yet

@@ -13,9 +13,22 @@ from xemb.errors import VersionIntegrityError, VersionNotFound
 class FakeStore:
     def __init__(self, current: str) -> None:
         self.cur = current
+        self.refused: dict[str, str] = {}
 
     def current(self) -> str:
         return self.cur
+
+    def serving_target(self) -> str:
+        return self.cur
+
+    def mark_refused(self, version: str, why: str) -> None:
+        self.refused[version] = why
+
+    def is_refused(self, version: str) -> bool:
+        return version in self.refused
+
+    def clear_refusal(self, version: str) -> None:
+        self.refused.pop(version, None)
 
 
 def _holder(broken=(), keep=2):
@@ -84,3 +97,14 @@ def test_keep_bounds_versions_in_memory():
     assert h.loaded_ids() == ["v2", "v3"]
     with pytest.raises(VersionNotFound):
         h.get("v1")
+
+
+def test_refusal_is_recorded_in_the_root_and_followed():
+    """Issue 7.1: a version the server refuses is recorded, so Feast and rollback skip it."""
+    h, store, _, _, refused = _holder(broken={"v2"})
+    store.cur = "v2"
+    assert not h.refresh()
+    assert "bad table" in store.refused["v2"] and refused == ["v2"]
+    h._loader = lambda v: SimpleNamespace(version=v)  # fixed: SIGHUP retries, clears it
+    assert h.refresh(retry_refused=True) and h.current.version == "v2"
+    assert not store.is_refused("v2")

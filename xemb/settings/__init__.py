@@ -90,11 +90,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Xe
         raise ConfigError(_format_validation(path, exc)) from exc
 
 
-def config_hash(cfg: XembConfig, sections: tuple[str, ...]) -> str:
-    """Stable hash of the named sections (what a stage's output depends on)."""
+def config_hash(cfg: XembConfig, sections: tuple[str, ...],
+                include: set[str] | None = None) -> str:
+    """Stable hash of the named sections (what a stage's output depends on), without their
+    file paths: where a file lives changes nothing a build makes (contents are hashed
+    separately), so a clone at another path rebuilds nothing."""
     import hashlib
     import json
 
-    blob = json.dumps({s: getattr(cfg, s).model_dump(mode="json") for s in sections},
-                      sort_keys=True, default=str)
+    blob = json.dumps({s: getattr(cfg, s).model_dump(mode="json", include=include,
+                                                     exclude=set(_PATH_FIELDS.get(s, ())))
+                       for s in sections}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
