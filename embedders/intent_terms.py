@@ -8,6 +8,7 @@ every title shares score ~0; words only one member has are skipped in groups of 
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections import Counter
@@ -25,8 +26,9 @@ STOPWORDS = frozenset({
 
 
 def tokenize(text: str) -> set[str]:
-    """Lower-cased words of three or more letters, without common function words."""
-    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
+    """Lower-cased words of three or more letters, without common function words (HTML
+    entities such as ``&amp;`` are decoded first, so they are not words)."""
+    return {w for w in _WORD.findall(html.unescape(text).lower()) if w not in STOPWORDS}
 
 
 class TermStats:

@@ -10,6 +10,7 @@ serves every domain; :func:`intent_report` measures how domain-pure and how used
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,8 @@ def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def _join(texts: list[str], rows: np.ndarray) -> str:
-    return " | ".join(texts[i][:TITLE_CHARS] for i in rows if i >= 0)
+    """Titles as people read them (catalogues often carry HTML entities such as ``&amp;``)."""
+    return " | ".join(html.unescape(texts[i])[:TITLE_CHARS] for i in rows if i >= 0)
 
 
 def _labels(centroids: np.ndarray, x: np.ndarray, texts: list[str], n: int) -> list[str]:

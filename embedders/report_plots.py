@@ -53,6 +53,7 @@ def metric_bars(rows: Metrics, domains: Sequence[str], path: Path, title: str,
     for ax, metric in zip(axes[0], metrics):
         series = {m: [rows[m].get(d, {}).get(metric, np.nan) for d in domains] for m in rows}
         _bars(ax, domains, series)
+        ax.set_ylim(bottom=0)
         ax.set_title(f"{title}: {metric}")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)

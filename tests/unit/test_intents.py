@@ -26,7 +26,7 @@ def _clustered() -> tuple[np.ndarray, list[str], np.ndarray]:
         texts.append(f"Green tea bags organic {i}")
         dom.append(0)
         vecs.append(centres[0] + rng.normal(0, 0.3, 8))
-    texts.append("Tea kettle stainless")
+    texts.append("Tea kettle &amp; stainless")
     dom.append(1)
     vecs.append(centres[0] + rng.normal(0, 0.3, 8))
     for i in range(10):
@@ -51,7 +51,7 @@ def test_labels_per_domain_and_top_terms(lib: IntentLibrary) -> None:
     knife = 1 - tea
     labels = json.loads(lib.domain_labels[tea])
     assert set(labels) == {"grocery", "kitchen"}
-    assert labels["kitchen"] == "Tea kettle stainless"  # its only kitchen member
+    assert labels["kitchen"] == "Tea kettle & stainless"  # its only kitchen member, decoded
     assert all("Green tea" in t for t in labels["grocery"].split(" | "))
     assert set(json.loads(lib.domain_labels[knife])) == {"kitchen"}  # no grocery members
     assert {"tea", "green"} <= set(lib.top_terms[tea])
@@ -96,5 +96,7 @@ def test_save_load_roundtrip_and_old_files(lib: IntentLibrary, tmp_path: Path) -
 
 def test_terms_ignore_shared_and_function_words() -> None:
     assert tokenize("The Tea, and 12oz of Tea-bags!") == {"tea", "bags"}
+    assert tokenize("Salt &amp; Pepper &quot;Mill&quot; Caf&eacute;") == {"salt", "pepper",
+                                                                          "mill", "café"}
     stats = TermStats(["pack of tea", "pack of coffee", "pack of sugar", "pack of tea leaves"])
     assert stats.top([0, 3], 3)[0] == "tea" and "pack" not in stats.top([0, 3], 3)
