@@ -144,6 +144,8 @@ def test_item_and_intent_services_return_every_vector(published: SimpleNamespace
     assert f32(got["vector"]) == f32([r["vector"] for r in intents])
     assert got["label"] == [r["label"] for r in intents]
     assert got["support"] == [r["support"] for r in intents]
+    assert got["domain_labels"] == [r.get("domain_labels", "{}") for r in intents]
+    assert [t or [] for t in got["top_terms"]] == [r.get("top_terms") or [] for r in intents]
 
 
 def test_unknown_ids_come_back_empty(published: SimpleNamespace) -> None:
