@@ -226,7 +226,9 @@ class XembOnlineStore(OnlineStore):
                 full_feature_names=full_feature_names,
                 include_feature_view_version_metadata=include_feature_view_version_metadata)
         except RequestDataNotFoundInEntityRowsException as exc:
-            raise InvalidArgument(str(exc), field=names.REQUEST_VECTOR) from exc
+            field = names.REQUEST_VERSION if names.REQUEST_VERSION in str(exc) \
+                else names.REQUEST_VECTOR
+            raise InvalidArgument(str(exc), field=field) from exc
         except (KeyError, FeastObjectNotFoundException) as exc:
             # Feast reports an unknown feature or a missing join key as a bare KeyError.
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
