@@ -10,6 +10,7 @@ Every error names the file, the row (1-based, as a person counts data rows) and 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from xemb.settings.offline import DataConfig
 __all__ = ["Dataset", "load_dataset", "read_table"]
 
 SPLITS = ("train", "valid", "test")
+NUMERIC_COLUMNS = frozenset({"item_id", "ts", "position"})
 
 
 @dataclass
@@ -85,9 +87,21 @@ def read_table(path: Path, *, delimiter: str = ",") -> pa.Table:
     delimiter = "\t" if path.suffix == ".tsv" else delimiter
     try:
         return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                              convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+                              convert_options=_csv_types(path, delimiter))
     except pa.ArrowInvalid as exc:
         raise DataValidationError(f"unreadable CSV: {exc}", file=str(path)) from exc
+
+
+def _csv_types(path: Path, delimiter: str) -> pacsv.ConvertOptions:
+    """Text stays text: every column but the numeric ones is read as a string that is never
+    null (a title ``nan``, ``NA``, ``null`` or ``007`` is kept as written; an empty cell is
+    ``""``). Numeric columns are inferred, and their empty or ``NA`` cells are null, so a
+    missing id is reported as missing."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=delimiter), [])
+    return pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header if name not in NUMERIC_COLUMNS},
+        strings_can_be_null=False)
 
 
 def _require(table: pa.Table, file: Path, names: tuple[str, ...]) -> None:

@@ -18,6 +18,7 @@ __all__ = ["item_user_affinity", "affinity_columns"]
 
 _FULL_KEYS = ("full", "item_embeddings__full")
 _USER_KEYS = ("user_vector", "user_vector_request__user_vector")
+_F32_MAX = float(np.finfo(np.float32).max)
 _ITEM_VERSION_KEYS = ("xemb_version", "item_embeddings__xemb_version")
 _USER_VERSION_KEYS = ("user_vector_version", "user_vector_request__user_vector_version")
 
@@ -49,6 +50,11 @@ def affinity_from_inputs(inputs: dict[str, Any]) -> dict[str, list[float | None]
     return affinity_columns(_pick(inputs, _FULL_KEYS), _pick(inputs, _USER_KEYS))
 
 
+def _fits_float32(values: np.ndarray) -> bool:
+    """|x| <= float32 max: then the float64 norms and dot products below cannot overflow."""
+    return values.size == 0 or float(np.abs(values).max()) <= _F32_MAX
+
+
 def _request_vector(value: Any, row: int, dim: int | None) -> np.ndarray:
     """One request vector as float64, or InvalidArgument naming the row and the problem."""
     field = "user_vector"
@@ -66,6 +72,9 @@ def _request_vector(value: Any, row: int, dim: int | None) -> np.ndarray:
                               f"got {vec.shape[0]}", field=field)
     if not np.isfinite(vec).all():
         raise InvalidArgument(f"row {row}: contains NaN or infinite values", field=field)
+    if not _fits_float32(vec):
+        raise InvalidArgument(f"row {row}: values beyond the float32 range (|x| > "
+                              f"{_F32_MAX:.3g}); the feature is Array(Float32)", field=field)
     return vec
 
 
@@ -76,7 +85,7 @@ def _request_matrix(user: Sequence[Any], dim: int | None) -> np.ndarray:
     except (TypeError, ValueError):
         mat = None
     if mat is None or mat.ndim != 2 or (dim is not None and mat.shape[1] != dim) \
-            or not np.isfinite(mat).all():
+            or not np.isfinite(mat).all() or not _fits_float32(mat):
         for row, value in enumerate(user):  # slow path only to name the offending row
             _request_vector(value, row, dim)
         raise InvalidArgument("request vectors have different lengths", field="user_vector")

@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from serving.validation import shown
 from serving.version import LoadedVersion
 from xemb.errors import VersionIntegrityError, VersionNotFound, XembError
 from xemb.store import VersionStore
@@ -53,7 +54,7 @@ class VersionHolder:
             return self.current
         found = self._loaded.get(version)
         if found is None:
-            raise VersionNotFound(f"version {version!r} is not served here "
+            raise VersionNotFound(f"version {shown(version)} is not served here "
                                   f"(loaded: {', '.join(self._loaded) or 'none'})")
         return found
 

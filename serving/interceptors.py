@@ -15,14 +15,23 @@ from pathlib import Path
 
 import grpc
 
+from serving.admission import Admission
+from serving.decoding import Undecodable, lenient
 from serving.metrics import Metrics
-from xemb.errors import ConfigError, DeadlineExceeded, Unauthenticated, XembError
+from xemb.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unauthenticated,
+    XembError,
+)
 
-__all__ = ["ServiceInterceptor", "TokenAuth", "status_code", "FIELD_KEY"]
+__all__ = ["ServiceInterceptor", "TokenAuth", "status_code", "clip", "FIELD_KEY"]
 
 log = logging.getLogger("xemb.serving")
 FIELD_KEY = "xemb-field"
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+MAX_DETAILS = 1024  # status details travel in trailers (8 KiB of metadata in all)
 
 
 def status_code(exc: XembError) -> grpc.StatusCode:
@@ -59,7 +68,11 @@ def _abort(context: grpc.ServicerContext, exc: XembError) -> None:
     field = getattr(exc, "field", None)
     if field:
         context.set_trailing_metadata(((FIELD_KEY, field),))
-    context.abort(status_code(exc), str(exc))
+    context.abort(status_code(exc), clip(str(exc), MAX_DETAILS))
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _deadline_passed(context: grpc.ServicerContext) -> bool:
@@ -68,37 +81,48 @@ def _deadline_passed(context: grpc.ServicerContext) -> bool:
 
 
 class ServiceInterceptor(grpc.ServerInterceptor):
-    """Wraps every unary method: auth, then the deadline, then the call, timed and mapped.
+    """Wraps every unary method: auth, admission, then the deadline, then the call, timed and
+    mapped. A request that does not parse is refused here too (INVALID_ARGUMENT, counted).
 
-    Streaming methods (health Watch, reflection) only get the auth check.
+    Streaming methods (health Watch, reflection) only get the auth and admission checks.
     """
 
-    def __init__(self, metrics: Metrics, auth: TokenAuth | None = None) -> None:
-        self.metrics, self.auth = metrics, auth
+    def __init__(self, metrics: Metrics, auth: TokenAuth | None = None,
+                 admission: Admission | None = None) -> None:
+        self.metrics, self.auth, self.admission = metrics, auth, admission
         self._admitted: dict[str, grpc.RpcMethodHandler] = {}
+        self._inner: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation, details):
         method = details.method
-        denied = None
-        if self.auth is not None and method not in OPEN_METHODS:
-            try:
-                self.auth.check(details.invocation_metadata)
-            except Unauthenticated as exc:
-                denied = exc
-        if denied is None and method in self._admitted:
-            return self._admitted[method]  # the wrapped handler of an admitted call is shared
-        handler = continuation(details)
+        denied = self._authenticate(method, details.invocation_metadata)
+        handler = self._inner.get(method) or continuation(details)
         if handler is None:
             return None
+        self._inner[method] = handler
+        if self.admission is not None and not self.admission.enter():  # last: no raise after
+            denied = denied or ResourceExhausted(
+                f"more than {self.admission.limit} calls at once; retry later")
+        if denied is None and method in self._admitted:
+            return self._admitted[method]  # the wrapped handler of an admitted call is shared
         if handler.unary_unary is None:
             return handler if denied is None else _denied_stream(handler, denied)
         wrapped = grpc.unary_unary_rpc_method_handler(
             self._unary(handler.unary_unary, method.rsplit("/", 1)[-1], denied),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer)
         if denied is None:
             self._admitted[method] = wrapped
         return wrapped
+
+    def _authenticate(self, method: str, metadata) -> XembError | None:
+        if self.auth is None or method in OPEN_METHODS:
+            return None
+        try:
+            self.auth.check(metadata)
+        except Unauthenticated as exc:
+            return exc
+        return None
 
     def _unary(self, inner: Callable, method: str, denied: XembError | None) -> Callable:
         def behavior(request, context):
@@ -107,6 +131,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 if denied is not None:
                     raise denied
+                if isinstance(request, Undecodable):
+                    raise request.error
                 if _deadline_passed(context):  # waited in the queue past the deadline
                     raise DeadlineExceeded("deadline expired before the call started")
                 return inner(request, context)

@@ -31,6 +31,8 @@ class Metrics:
         self.errors = Counter("xemb_errors", "Failed calls by method and status code",
                               ["method", "code"], registry=r)
         self.in_flight = Gauge("xemb_in_flight_requests", "Calls being handled", registry=r)
+        self.admitted = Gauge("xemb_admitted_calls", "Calls admitted and not finished "
+                              "(queued or running; at most max_concurrent_rpcs)", registry=r)
         self.version = Gauge("xemb_version_info", "1 for the version being served",
                              ["version"], registry=r)
         self._served: str | None = None

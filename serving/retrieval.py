@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,14 @@ class DomainIndex:
     knobs: SearchKnobs
     params: Callable[[int], object] | None = None
 
+    @cached_property
+    def max_norm(self) -> float:
+        """The largest item norm: a query's scores are bounded by its norm times this."""
+        if not len(self.matrix):
+            return 0.0
+        return float(np.sqrt(np.einsum("ij,ij->i", self.matrix, self.matrix,
+                                       dtype=np.float64).max()))
+
     def search(self, query: np.ndarray, k: int,
                exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Top-k (ids, scores, exact?) by inner product, ``exclude`` ids left out."""
@@ -91,7 +100,7 @@ def load_index(path: Path | None, ids: np.ndarray, matrix: np.ndarray,
                knobs: SearchKnobs) -> DomainIndex:
     """Read ``path`` (None: exact only) and check it covers exactly the domain's items."""
     if path is None or not path.is_file():
-        return DomainIndex(ids, matrix, None, knobs)
+        return _with_norm(DomainIndex(ids, matrix, None, knobs))
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
@@ -100,4 +109,9 @@ def load_index(path: Path | None, ids: np.ndarray, matrix: np.ndarray,
         raise VersionIntegrityError(
             f"{path.name}: {index.ntotal} vectors of width {index.d}, expected "
             f"{len(ids)} of width {matrix.shape[1]}")
-    return DomainIndex(ids, matrix, index, knobs, _params_factory(index, knobs))
+    return _with_norm(DomainIndex(ids, matrix, index, knobs, _params_factory(index, knobs)))
+
+
+def _with_norm(index: DomainIndex) -> DomainIndex:
+    _ = index.max_norm  # computed at load, not on the first request
+    return index

@@ -12,13 +12,13 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from serving.admission import Admission, AdmissionExecutor
 from serving.holder import VersionHolder
 from serving.interceptors import ServiceInterceptor, TokenAuth
 from serving.metrics import Metrics
@@ -100,14 +100,16 @@ def _holder(config: XembConfig, root: Path | None, metrics: Metrics) -> VersionH
 
 
 def _grpc_server(cfg: ServingConfig, metrics: Metrics) -> grpc.Server:
+    """``max_concurrent_rpcs`` is enforced by the interceptor (counted), not by grpc."""
     auth = TokenAuth.from_file(cfg.auth_tokens_file) if cfg.auth_tokens_file else None
+    admission = Admission(cfg.max_concurrent_rpcs)
+    metrics.admitted.set_function(lambda: admission.active)
     return grpc.server(
-        ThreadPoolExecutor(cfg.max_workers, thread_name_prefix="xemb-rpc"),
-        interceptors=[ServiceInterceptor(metrics, auth)],
+        AdmissionExecutor(admission, cfg.max_workers),
+        interceptors=[ServiceInterceptor(metrics, auth, admission)],
         options=[("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
                  ("grpc.max_send_message_length", cfg.max_send_message_bytes),
-                 ("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
+                 ("grpc.so_reuseport", 0)])
 
 
 def create_server(config: XembConfig, root: str | Path | None = None, *,

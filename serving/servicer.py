@@ -18,7 +18,7 @@ from serving import validation as check
 from serving.holder import VersionHolder
 from serving.version import LoadedVersion
 from serving.wire import to_tensor
-from xemb.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from xemb.errors import Cancelled, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from xemb.settings.serving import ServingConfig
 from xemb.store import Manifest
 from xemb.v1 import xemb_pb2 as pb
@@ -28,11 +28,14 @@ __all__ = ["EmbeddingServicer", "deadline_guard"]
 
 
 def deadline_guard(context: grpc.ServicerContext):
-    """A callable that raises DeadlineExceeded once the caller's deadline has passed."""
+    """A callable that raises once the caller gave up: DeadlineExceeded when its deadline
+    passed, Cancelled when it cancelled the call or went away."""
     def alive() -> None:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("deadline expired before the work finished")
+        if not context.is_active():
+            raise Cancelled("the caller cancelled the call")
     return alive
 
 
@@ -87,7 +90,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     def _query(self, v: LoadedVersion, request: pb.RetrieveRequest, target: int) -> np.ndarray:
         kind = request.WhichOneof("query")
         if kind == "vector":
-            return check.query_vector(v, request.vector)
+            return check.query_vector(v, request.vector, target)
         if kind == "item_id":
             return ops.item_query(v, request.item_id)
         if kind == "user":

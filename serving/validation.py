@@ -15,11 +15,18 @@ from xemb.settings.serving import ServingConfig
 from xemb.v1 import xemb_pb2 as pb
 
 __all__ = ["ids", "domain", "history", "top_intents", "k", "query_vector", "texts", "part",
-           "user_id"]
+           "user_id", "shown"]
 
 MAX_USER_ID_CHARS = 256
+SHOWN_CHARS = 64
+MAX_SCORE = float(np.finfo(np.float32).max) / 4  # headroom for float32 rounding in sums
 PARTS: dict[int, str] = {pb.PART_FULL: "full", pb.PART_TRANSFERABLE: "transferable",
          pb.PART_RESIDUAL: "residual"}
+
+
+def shown(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``repr`` of a caller's string for an error message, cut to ``limit`` characters."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} chars)"
 
 
 def ids(values, field: str, limit: int, *, allow_empty: bool = False) -> np.ndarray:
@@ -41,7 +48,7 @@ def part(value: int) -> str:
 def domain(v: LoadedVersion, name: str, field: str) -> int:
     code = v.domain_id(name) if name else None
     if code is None:
-        what = f"unknown domain {name!r}" if name else "required"
+        what = f"unknown domain {shown(name)}" if name else "required"
         raise InvalidArgument(f"{what} (known: {', '.join(v.domains)})", field=field)
     return code
 
@@ -62,7 +69,7 @@ def history(v: LoadedVersion, h: pb.History, cfg: ServingConfig,
         raise InvalidArgument(f"{len(h.domains)} values for {n} items", field=f"{prefix}.domains")
     for i, name in enumerate(h.domains):
         if v.domain_id(name) is None:
-            raise InvalidArgument(f"unknown domain {name!r} (known: {', '.join(v.domains)})",
+            raise InvalidArgument(f"unknown domain {shown(name)} (known: {', '.join(v.domains)})",
                                   field=f"{prefix}.domains[{i}]")
     if len(h.timestamps) not in (0, n):
         raise InvalidArgument(f"{len(h.timestamps)} values for {n} items",
@@ -85,11 +92,17 @@ def k(value: int, cfg: ServingConfig) -> int:
     return value
 
 
-def query_vector(v: LoadedVersion, tensor: pb.Tensor, field: str = "vector") -> np.ndarray:
+def query_vector(v: LoadedVersion, tensor: pb.Tensor, target: int,
+                 field: str = "vector") -> np.ndarray:
+    """A [d] (or [1, d]) finite vector whose scores against ``target``'s items stay finite."""
     arr = from_tensor(tensor, field, width=v.dim, finite=True)
     if arr.ndim != 1 and not (arr.ndim == 2 and arr.shape[0] == 1):
         raise InvalidArgument(f"shape {list(arr.shape)}, expected [{v.dim}]",
                               field=f"{field}.shape")
+    norm = float(np.linalg.norm(arr.astype(np.float64)))
+    if norm * v.indexes[target].max_norm > MAX_SCORE:
+        raise InvalidArgument(f"norm {norm:.3g} is too large: its inner products with "
+                              f"{v.domains[target]!r} items would overflow float32", field=field)
     return arr.reshape(-1)
 
 

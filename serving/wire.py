@@ -6,6 +6,8 @@ the client go through these two functions so the byte order and dtype live in on
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from xemb.errors import InvalidArgument
@@ -14,6 +16,11 @@ from xemb.v1 import xemb_pb2 as pb
 __all__ = ["to_tensor", "from_tensor", "F32"]
 
 F32 = np.dtype("<f4")
+MAX_DIMS = 8
+
+
+def _show(shape: tuple[int, ...]) -> str:
+    return str(list(shape[:MAX_DIMS]))[:-1] + (", ...]" if len(shape) > MAX_DIMS else "]")
 
 
 def to_tensor(array: np.ndarray) -> pb.Tensor:
@@ -30,10 +37,10 @@ def from_tensor(tensor: pb.Tensor, field: str = "tensor", *, width: int | None =
     The result is a read-only view over the message bytes.
     """
     shape = tuple(int(s) for s in tensor.shape)
-    if not shape or any(s < 0 for s in shape):
-        raise InvalidArgument(f"bad shape {list(shape)}", field=f"{field}.shape")
-    if len(tensor.data) != F32.itemsize * int(np.prod(shape)):
-        raise InvalidArgument(f"{len(tensor.data)} bytes do not hold float32{list(shape)}",
+    if not 0 < len(shape) <= MAX_DIMS or any(s < 0 for s in shape):
+        raise InvalidArgument(f"bad shape {_show(shape)}", field=f"{field}.shape")
+    if len(tensor.data) != F32.itemsize * math.prod(shape):  # Python ints: no overflow
+        raise InvalidArgument(f"{len(tensor.data)} bytes do not hold float32{_show(shape)}",
                               field=f"{field}.data")
     if width is not None and shape[-1] != width:
         raise InvalidArgument(f"vector length {shape[-1]}, expected {width}", field=field)

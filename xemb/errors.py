@@ -25,6 +25,7 @@ __all__ = [
     "Unavailable",
     "Unauthenticated",
     "DeadlineExceeded",
+    "Cancelled",
 ]
 
 
@@ -115,3 +116,10 @@ class Unauthenticated(XembError):
 class DeadlineExceeded(XembError):
     grpc_code = "DEADLINE_EXCEEDED"
     exit_code = 8
+
+
+class Cancelled(XembError):
+    """The caller cancelled the call (or went away) while it was being worked on."""
+
+    grpc_code = "CANCELLED"
+    exit_code = 9

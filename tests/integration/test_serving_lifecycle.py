@@ -17,6 +17,7 @@ import yaml
 from serving import ops
 from serving.client import XembClient
 from tests.helpers.synthetic_serving import publish_synthetic, running
+from tests.helpers.wait import wait_for
 from xemb.errors import DeadlineExceeded, ResourceExhausted
 from xemb.v1 import xemb_pb2 as pb
 
@@ -51,27 +52,85 @@ def gate(monkeypatch):
 
 
 def test_excess_calls_are_refused_fast(root, gate):
-    opened, _ = gate
-    with running(root, max_concurrent_rpcs=2, max_workers=4) as (_, client):
+    opened, calls = gate
+    with running(root, max_concurrent_rpcs=2, max_workers=4) as (server, client):
         busy = [client._stub.GetItemEmbeddings.future(
             ops_request([1]), timeout=10) for _ in range(2)]
-        time.sleep(0.2)
+        wait_for(lambda: len(calls) == 2, what="both calls inside the handler")
         start = time.perf_counter()
-        with pytest.raises(ResourceExhausted):
-            client.get_item_embeddings([2])
+        for _ in range(3):
+            with pytest.raises(ResourceExhausted, match="more than 2 calls at once"):
+                client.get_item_embeddings([2])
         assert time.perf_counter() - start < 0.5
+        assert _sample(server, "xemb_errors_total", "GetItemEmbeddings",
+                       "RESOURCE_EXHAUSTED") == 3  # every refusal is counted
+        assert [2] not in calls
         opened.set()
         assert all(f.result().version for f in busy)
         assert client.get_item_embeddings([2]).found.all()
 
 
+def _sample(server, name: str, method: str, code: str) -> float:
+    return server.metrics.registry.get_sample_value(
+        name, {"method": method, "code": code}) or 0.0
+
+
+@pytest.fixture()
+def slow_encoder(monkeypatch):
+    """Patches the cold-start encoder (after the server loaded): each batch is recorded and
+    the first one waits until the test opens the gate. ``contexts`` are the calls' server
+    contexts, so the test can wait until the server saw the caller leave."""
+    from serving import servicer
+    from serving.models import ColdStartEncoder
+
+    entered, opened, batches, contexts = threading.Event(), threading.Event(), [], []
+    real, real_guard = ColdStartEncoder.semantic, servicer.deadline_guard
+
+    def install() -> None:
+        def semantic(self, texts):
+            batches.append(list(texts))
+            entered.set()
+            opened.wait(10)
+            return real(self, texts)
+        monkeypatch.setattr(ColdStartEncoder, "semantic", semantic)
+        monkeypatch.setattr(servicer, "deadline_guard",
+                            lambda ctx: (contexts.append(ctx), real_guard(ctx))[1])
+
+    yield install, entered, opened, batches, contexts
+    opened.set()
+
+
+@pytest.mark.parametrize("gives_up", ["deadline", "cancel"])
+def test_encode_items_stops_when_the_caller_gives_up(root, slow_encoder, gives_up):
+    install, entered, opened, batches, contexts = slow_encoder
+    texts = [f"tea pot {i}" for i in range(8)]
+    code = "DEADLINE_EXCEEDED" if gives_up == "deadline" else "CANCELLED"
+    with running(root, encode_batch_size=1) as (server, client):
+        install()
+        call = client._stub.EncodeItems.future(
+            pb.EncodeItemsRequest(texts=texts, domain="kitchen"),
+            timeout=0.5 if gives_up == "deadline" else 10)
+        assert entered.wait(10), "EncodeItems never started"
+        if gives_up == "cancel":
+            assert call.cancel()
+        with pytest.raises(grpc.FutureCancelledError if gives_up == "cancel" else grpc.RpcError):
+            call.result()
+        wait_for(lambda: not contexts[0].is_active(), what="the server to see the caller go")
+        opened.set()  # the first batch finishes only after the caller is gone
+        wait_for(lambda: _sample(server, "xemb_errors_total", "EncodeItems", code) == 1,
+                 what=f"EncodeItems to end with {code}")
+        assert len(batches) == 1, f"{len(batches)} of 8 batches ran for a caller that left"
+        assert client.encode_items(["tea"], "kitchen").full.shape[0] == 1
+
+
 def test_encode_concurrency_is_bounded(root, monkeypatch):
-    opened, real = threading.Event(), ops.encode
-    monkeypatch.setattr(ops, "encode", lambda *a: (opened.wait(10), real(*a))[1])
+    entered, opened, real = threading.Event(), threading.Event(), ops.encode
+    monkeypatch.setattr(ops, "encode",
+                        lambda *a: (entered.set(), opened.wait(10), real(*a))[2])
     with running(root, max_concurrent_encodes=1) as (_, client):
         first = threading.Thread(target=client.encode_items, args=(["tea"], "kitchen"))
         first.start()
-        time.sleep(0.2)
+        assert entered.wait(10), "the first EncodeItems never started"
         with pytest.raises(ResourceExhausted, match="EncodeItems"):
             client.encode_items(["salt"], "kitchen")
         opened.set()
@@ -83,13 +142,14 @@ def test_no_work_after_the_deadline(root, gate):
     opened, calls = gate
     with running(root, max_workers=1) as (server, client):
         blocker = client._stub.GetItemEmbeddings.future(ops_request([1]), timeout=10)
-        time.sleep(0.2)
+        wait_for(lambda: calls == [[1]], what="the blocker inside the handler")
         with pytest.raises(DeadlineExceeded):
             client.get_item_embeddings([2], timeout=0.2)  # queued behind the blocker
         opened.set()
         blocker.result()
-        time.sleep(0.2)
-        assert [2] not in calls  # the expired call never reached the work
+        wait_for(lambda: server.metrics.registry.get_sample_value(  # the queued call's turn
+            "xemb_admitted_calls") == 0, what="the queued call to leave the pool")
+        assert [2] not in calls  # ...never reached the work
         assert server.metrics.registry.get_sample_value(
             "xemb_requests_total", {"method": "GetItemEmbeddings", "code": "OK"}) == 1
 
@@ -106,11 +166,17 @@ def test_metrics_endpoint(root):
 
 
 SLOW_SERVE = """
-import sys, time
+import os, sys, time
+from pathlib import Path
 from serving import ops
 real = ops.embeddings
-def slow(v, ids, part):
-    time.sleep(2.0)
+gate = Path(os.environ["XEMB_TEST_GATE"])
+def slow(v, ids, part):  # signal entry, then hold the call until the test opens the gate
+    with open(gate / "entered", "a") as f:
+        f.write("x")
+    deadline = time.monotonic() + 10
+    while not (gate / "open").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return real(v, ids, part)
 ops.embeddings = slow
 from xemb.cli import main
@@ -124,10 +190,18 @@ def _start(root, tmp_path) -> tuple[subprocess.Popen, int]:
                                                "drain_delay_s": 0.5, "poll_interval_s": 0}}))
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVE, "serve", "-c", str(cfg),
                              "--root", str(root), "--port", "0", "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "XEMB_TEST_GATE": str(tmp_path)})
     line = proc.stdout.readline()  # "xemb: serving <version> on host:port"
     assert "serving" in line, line
     return proc, int(line.rsplit(":", 1)[1])
+
+
+def _health(client: XembClient) -> str:
+    try:
+        return client.health(timeout=1)
+    except Exception as exc:  # noqa: BLE001 - recording what a client sees
+        return getattr(exc, "code", grpc.StatusCode.UNKNOWN).name
 
 
 def test_sigterm_drains_in_flight_calls(root, tmp_path):
@@ -137,17 +211,12 @@ def test_sigterm_drains_in_flight_calls(root, tmp_path):
         assert client.health() == "SERVING"
         in_flight = [client._stub.GetItemEmbeddings.future(ops_request([i]), timeout=10)
                      for i in (1, 2, 3)]
-        time.sleep(0.3)
+        entered = tmp_path / "entered"
+        wait_for(lambda: entered.exists() and len(entered.read_text()) == 3,
+                 what="three calls inside the handler")
         proc.send_signal(signal.SIGTERM)
-        seen = set()
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and "UNAVAILABLE" not in seen:
-            try:
-                seen.add(client.health(timeout=1))
-            except Exception as exc:  # noqa: BLE001 - recording what a client sees
-                seen.add(getattr(exc, "code", grpc.StatusCode.UNKNOWN).name)
-            time.sleep(0.02)
-        assert "NOT_SERVING" in seen
+        wait_for(lambda: _health(client) == "NOT_SERVING", timeout=5, what="NOT_SERVING")
+        (tmp_path / "open").touch()  # the in-flight calls finish only now, while draining
         assert [list(f.result().found) for f in in_flight] == [[True]] * 3
         assert proc.wait(timeout=10) == 0
         assert "stopped" in proc.stdout.read()
@@ -167,10 +236,7 @@ def test_sighup_follows_current_at_once(tmp_path):
             v2 = clone_version(root, v1, scale=3.0, make_current=True).version
             assert client.get_version().version == v1
             proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while client.get_version().version != v2:
-                assert time.monotonic() < deadline, "SIGHUP did not switch"
-                time.sleep(0.05)
+            wait_for(lambda: client.get_version().version == v2, what="SIGHUP to switch")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

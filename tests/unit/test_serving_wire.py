@@ -27,6 +27,9 @@ def test_float64_input_is_packed_as_float32():
     (pb.Tensor(data=b"", shape=[]), "v.shape"),
     (pb.Tensor(data=b"", shape=[-1]), "v.shape"),
     (to_tensor(np.ones(3)), "v"),
+    (pb.Tensor(data=b"", shape=[2**58, 64]), "v.data"),  # 2^64 elements: int64 wraps to 0
+    (pb.Tensor(data=b"", shape=[2**63 - 1, 2**63 - 1, 4]), "v.data"),
+    (pb.Tensor(data=b"", shape=[1] * 9 + [4]), "v.shape"),
 ])
 def test_malformed_tensors_name_the_field(tensor, field):
     with pytest.raises(InvalidArgument) as exc:
