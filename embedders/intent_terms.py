@@ -14,6 +14,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 __all__ = ["tokenize", "TermStats", "top_terms"]
 
 _WORD = re.compile(r"[^\W\d_]{3,}")
@@ -41,7 +43,7 @@ class TermStats:
             self.df.update(words)
         self.n = max(len(self.docs), 1)
 
-    def top(self, members: Sequence[int], n: int) -> list[str]:
+    def top(self, members: Sequence[int] | np.ndarray, n: int) -> list[str]:
         """The ``n`` most distinctive words of the titles at rows ``members``."""
         return top_terms([self.docs[i] for i in members], self.df, self.n, n)
 

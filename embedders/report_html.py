@@ -69,11 +69,16 @@ def _section(title: str, *parts: str) -> str:
     return f"<section><h2>{_e(title)}</h2>{''.join(parts)}</section>"
 
 
+def _value(vals: dict, domain: str, metric: str) -> object:
+    v = vals.get(domain, {}).get(metric)
+    return np.nan if v is None else int(v) if metric == "n" else float(v)
+
+
 def _metric_rows(rows: dict[str, dict], domains: list[str], metrics: Sequence[str]
                  ) -> tuple[list[str], list[list[object]]]:
     headers = ["model"] + [f"{d} {m}" for d in domains for m in metrics]
-    body = [[name] + [float(vals.get(d, {}).get(m, np.nan)) for d in domains for m in metrics]
-            for name, vals in rows.items()]
+    body: list[list[object]] = [[name] + [_value(vals, d, m) for d in domains for m in metrics]
+                                for name, vals in rows.items()]
     return headers, body
 
 
@@ -136,8 +141,6 @@ def _metrics(inp: ReportInputs, out: Path) -> str:
                 rows[f"yardstick: {row['name']}"] = row.get("metrics", {})
                 classes.append("yard")
         headers, body = _metric_rows(rows, domains, cols)
-        for r in body:  # counts are integers
-            r[4::4] = [int(v) if not np.isnan(v) else np.nan for v in r[4::4]]
         parts += [_table(headers, body, classes),
                   _img(plots.metric_bars(rows, domains, out / f"metrics_{split}.png",
                                          split), f"{split} metrics")]

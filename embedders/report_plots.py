@@ -151,7 +151,7 @@ def entropy_hist(ratios: Mapping[str, np.ndarray], path: Path) -> str:
     """Per eval row: entropy of the composed intent weights / log(#voted intents)."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for name, r in ratios.items():
-        ax.hist(r, bins=np.linspace(0, 1, 41), alpha=0.6, label=name)
+        ax.hist(r, bins=np.linspace(0, 1, 41).tolist(), alpha=0.6, label=name)
     ax.set(title="Composed intent weights: entropy / uniform entropy over voted intents",
            xlabel="ratio (1 = flat, 0 = one intent)", ylabel="users")
     ax.title.set_fontsize(10)
