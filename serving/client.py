@@ -75,6 +75,8 @@ class Intent:
     intent_id: int
     label: str
     weight: float
+    domain_label: str = ""
+    """Its most central titles within the target domain."""
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class XembClient:
         r = self._call("ComposeUserIntent", req, timeout)
         return UserIntent(
             vector=from_tensor(r.user_vector, "user_vector"),
-            intents=[Intent(i.intent_id, i.label, i.weight) for i in r.intents],
+            intents=[Intent(i.intent_id, i.label, i.weight, i.domain_label) for i in r.intents],
             source=pb.IntentSource.Name(r.source).removeprefix("INTENT_SOURCE_").lower(),
             unknown_item_ids=np.array(r.unknown_item_ids, np.int64), items_used=r.items_used,
             version=r.version, intent_entropy=r.intent_entropy,

@@ -30,10 +30,18 @@ def embeddings(v: LoadedVersion, ids: np.ndarray,
     return out, found, np.where(found, v.items.domain[rows], -1)
 
 
+IntentRow = tuple[int, str, float, str]  # id, label, weight, label in the target domain
+
+
+def _intent_row(v: LoadedVersion, i: int, w: float, target: int) -> IntentRow:
+    per_domain = v.intents.domain_labels[i] if v.intents.domain_labels else {}
+    return i, v.intents.labels[i], w, per_domain.get(v.domains[target], "")
+
+
 @dataclass
 class Composed:
     vector: np.ndarray
-    intents: list[tuple[int, str, float]]
+    intents: list[IntentRow]
     stored: bool
     unknown: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     used: int = 0
@@ -43,9 +51,9 @@ class Composed:
     """``entropy / log(#voted)``: 1 = flat, 0 = one intent (0 if stored)."""
 
 
-def _top(v: LoadedVersion, weights: np.ndarray, n: int) -> list[tuple[int, str, float]]:
+def _top(v: LoadedVersion, weights: np.ndarray, n: int, target: int) -> list[IntentRow]:
     top = np.argsort(-weights, kind="stable")[:n].tolist()  # K is small: a full sort is cheap
-    return [(i, v.intents.labels[i], w) for i, w in zip(top, weights[top].tolist(), strict=True)]
+    return [_intent_row(v, i, w, target) for i, w in zip(top, weights[top].tolist(), strict=True)]
 
 
 def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.ndarray
@@ -56,7 +64,7 @@ def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.n
                        f"{v.domains[target]!r} and no known item in the history")
     n = min(top, int(v.users.top_len[row]))
     ids, weights = v.users.top_ids[row, :n].tolist(), v.users.top_w[row, :n].tolist()
-    intents = [(i, v.intents.labels[i], w) for i, w in zip(ids, weights, strict=True)]
+    intents = [_intent_row(v, i, w, target) for i, w in zip(ids, weights, strict=True)]
     return Composed(v.users.vectors[row], intents, stored=True, unknown=unknown)
 
 
@@ -76,7 +84,7 @@ def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
         raise InvalidArgument("give a history or a user_id", field="history")
     vector, weights = v.composer.run(v.composer.feed(rows, target))
     h, u = row_entropy(weights)
-    return Composed(vector, _top(v, weights, top), stored=False, unknown=unknown,
+    return Composed(vector, _top(v, weights, top, target), stored=False, unknown=unknown,
                     used=len(rows), entropy=float(h[0]),
                     entropy_ratio=float(h[0] / u[0]) if u[0] > 0 else 0.0)
 

@@ -39,8 +39,9 @@ def deadline_guard(context: grpc.ServicerContext):
     return alive
 
 
-def _intent_msg(intents: list[tuple[int, str, float]]) -> list[pb.Intent]:
-    return [pb.Intent(intent_id=i, label=label, weight=w) for i, label, w in intents]
+def _intent_msg(intents: list[ops.IntentRow]) -> list[pb.Intent]:
+    return [pb.Intent(intent_id=i, label=label, weight=w, domain_label=dl)
+            for i, label, w, dl in intents]
 
 
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):

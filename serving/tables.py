@@ -7,7 +7,8 @@ bit-identical to the tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,8 @@ class IntentTable:
     """Label of intent i at position i (the composer's output order)."""
     vectors: np.ndarray
     """float32 [K, d]."""
+    domain_labels: list[dict[str, str]] = field(default_factory=list)
+    """Label of intent i per domain (empty dicts for versions published before them)."""
 
 
 def read_intents(path: Path, d: int) -> IntentTable:
@@ -113,8 +116,11 @@ def read_intents(path: Path, d: int) -> IntentTable:
     ids = table.column("intent_id").to_numpy()
     if not (ids == np.arange(len(ids))).all():
         raise VersionIntegrityError(f"{path.name}: intent ids are not 0..K-1")
+    per_domain = (table.column("domain_labels").to_pylist()
+                  if "domain_labels" in table.column_names else ["{}"] * len(ids))
     return IntentTable(labels=table.column("label").to_pylist(),
-                       vectors=_vectors(table, "vector", d, path.name))
+                       vectors=_vectors(table, "vector", d, path.name),
+                       domain_labels=[json.loads(s or "{}") for s in per_domain])
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,10 @@ def test_compose_matches_the_model_and_reports_unknown_ids(served, tables):
     top = manifest.params["top_intents"]
     assert [i.intent_id for i in r.intents] == np.argsort(-want_w, kind="stable")[:top].tolist()
     assert all(i.label for i in r.intents) and r.version == manifest.version
+    per_domain = pq.read_table(base / layout.INTENTS).to_pydict().get("domain_labels")
+    assert [i.domain_label for i in r.intents] == [
+        json.loads(per_domain[i.intent_id]).get(target, "") if per_domain else ""
+        for i in r.intents]
     h, u = row_entropy(want_w)
     assert r.intent_entropy == pytest.approx(h[0], rel=1e-5, abs=1e-6)
     assert r.intent_entropy_ratio == pytest.approx(h[0] / u[0], rel=1e-5, abs=1e-6)

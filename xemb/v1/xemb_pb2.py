@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12xemb/v1/xemb.proto\x12\x07xemb.v1\"%\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\"Z\n\x18GetItemEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1b\n\x04part\x18\x02 \x01(\x0e\x32\r.xemb.v1.Part\x12\x0f\n\x07version\x18\x03 \x01(\t\"n\n\x19GetItemEmbeddingsResponse\x12 \n\x07vectors\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12\r\n\x05\x66ound\x18\x02 \x03(\x08\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x64omains\x18\x04 \x03(\t\"@\n\x07History\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0f\n\x07\x64omains\x18\x02 \x03(\t\x12\x12\n\ntimestamps\x18\x03 \x03(\x03\"\x8b\x01\n\x18\x43omposeUserIntentRequest\x12!\n\x07history\x18\x01 \x01(\x0b\x32\x10.xemb.v1.History\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rtarget_domain\x18\x03 \x01(\t\x12\x13\n\x0btop_intents\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\":\n\x06Intent\x12\x11\n\tintent_id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"\xff\x01\n\x19\x43omposeUserIntentResponse\x12$\n\x0buser_vector\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12 \n\x07intents\x18\x02 \x03(\x0b\x32\x0f.xemb.v1.Intent\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x06source\x18\x04 \x01(\x0e\x32\x15.xemb.v1.IntentSource\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\x03\x12\x12\n\nitems_used\x18\x06 \x01(\x05\x12\x16\n\x0eintent_entropy\x18\x07 \x01(\x02\x12\x1c\n\x14intent_entropy_ratio\x18\x08 \x01(\x02\"\xc4\x01\n\x0fRetrieveRequest\x12!\n\x06vector\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.TensorH\x00\x12\x11\n\x07item_id\x18\x02 \x01(\x03H\x00\x12\x31\n\x04user\x18\x03 \x01(\x0b\x32!.xemb.v1.ComposeUserIntentRequestH\x00\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\t\n\x01k\x18\x05 \x01(\x05\x12\x13\n\x0b\x65xclude_ids\x18\x06 \x03(\x03\x12\x0f\n\x07version\x18\x07 \x01(\tB\x07\n\x05query\"T\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\"D\n\x12\x45ncodeItemsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\x8f\x01\n\x13\x45ncodeItemsResponse\x12\x1d\n\x04\x66ull\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12%\n\x0ctransferable\x18\x02 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12!\n\x08residual\x18\x03 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12\x0f\n\x07version\x18\x04 \x01(\t\"$\n\x11GetVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xc6\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x0f\n\x07\x64omains\x18\x03 \x03(\t\x12,\n\x04\x64ims\x18\x04 \x03(\x0b\x32\x1e.xemb.v1.VersionInfo.DimsEntry\x12\x30\n\x06\x63ounts\x18\x05 \x03(\x0b\x32 .xemb.v1.VersionInfo.CountsEntry\x12\x0f\n\x07serving\x18\x06 \x01(\x08\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x08 \x01(\x08\x12\x13\n\x0bparams_json\x18\t \x01(\t\x1a+\n\tDimsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x15\n\x13ListVersionsRequest\"O\n\x14ListVersionsResponse\x12&\n\x08versions\x18\x01 \x03(\x0b\x32\x14.xemb.v1.VersionInfo\x12\x0f\n\x07serving\x18\x02 \x01(\t*?\n\x04Part\x12\r\n\tPART_FULL\x10\x00\x12\x15\n\x11PART_TRANSFERABLE\x10\x01\x12\x11\n\rPART_RESIDUAL\x10\x02*c\n\x0cIntentSource\x12\x1d\n\x19INTENT_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INTENT_SOURCE_COMPOSED\x10\x01\x12\x18\n\x14INTENT_SOURCE_STORED\x10\x02\x32\xe2\x03\n\x10\x45mbeddingService\x12Z\n\x11GetItemEmbeddings\x12!.xemb.v1.GetItemEmbeddingsRequest\x1a\".xemb.v1.GetItemEmbeddingsResponse\x12Z\n\x11\x43omposeUserIntent\x12!.xemb.v1.ComposeUserIntentRequest\x1a\".xemb.v1.ComposeUserIntentResponse\x12?\n\x08Retrieve\x12\x18.xemb.v1.RetrieveRequest\x1a\x19.xemb.v1.RetrieveResponse\x12H\n\x0b\x45ncodeItems\x12\x1b.xemb.v1.EncodeItemsRequest\x1a\x1c.xemb.v1.EncodeItemsResponse\x12>\n\nGetVersion\x12\x1a.xemb.v1.GetVersionRequest\x1a\x14.xemb.v1.VersionInfo\x12K\n\x0cListVersions\x12\x1c.xemb.v1.ListVersionsRequest\x1a\x1d.xemb.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12xemb/v1/xemb.proto\x12\x07xemb.v1\"%\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\"Z\n\x18GetItemEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x1b\n\x04part\x18\x02 \x01(\x0e\x32\r.xemb.v1.Part\x12\x0f\n\x07version\x18\x03 \x01(\t\"n\n\x19GetItemEmbeddingsResponse\x12 \n\x07vectors\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12\r\n\x05\x66ound\x18\x02 \x03(\x08\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x64omains\x18\x04 \x03(\t\"@\n\x07History\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0f\n\x07\x64omains\x18\x02 \x03(\t\x12\x12\n\ntimestamps\x18\x03 \x03(\x03\"\x8b\x01\n\x18\x43omposeUserIntentRequest\x12!\n\x07history\x18\x01 \x01(\x0b\x32\x10.xemb.v1.History\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rtarget_domain\x18\x03 \x01(\t\x12\x13\n\x0btop_intents\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\"P\n\x06Intent\x12\x11\n\tintent_id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x14\n\x0c\x64omain_label\x18\x04 \x01(\t\"\xff\x01\n\x19\x43omposeUserIntentResponse\x12$\n\x0buser_vector\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12 \n\x07intents\x18\x02 \x03(\x0b\x32\x0f.xemb.v1.Intent\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x06source\x18\x04 \x01(\x0e\x32\x15.xemb.v1.IntentSource\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\x03\x12\x12\n\nitems_used\x18\x06 \x01(\x05\x12\x16\n\x0eintent_entropy\x18\x07 \x01(\x02\x12\x1c\n\x14intent_entropy_ratio\x18\x08 \x01(\x02\"\xc4\x01\n\x0fRetrieveRequest\x12!\n\x06vector\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.TensorH\x00\x12\x11\n\x07item_id\x18\x02 \x01(\x03H\x00\x12\x31\n\x04user\x18\x03 \x01(\x0b\x32!.xemb.v1.ComposeUserIntentRequestH\x00\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\t\n\x01k\x18\x05 \x01(\x05\x12\x13\n\x0b\x65xclude_ids\x18\x06 \x03(\x03\x12\x0f\n\x07version\x18\x07 \x01(\tB\x07\n\x05query\"T\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\"D\n\x12\x45ncodeItemsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\x8f\x01\n\x13\x45ncodeItemsResponse\x12\x1d\n\x04\x66ull\x18\x01 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12%\n\x0ctransferable\x18\x02 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12!\n\x08residual\x18\x03 \x01(\x0b\x32\x0f.xemb.v1.Tensor\x12\x0f\n\x07version\x18\x04 \x01(\t\"$\n\x11GetVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xc6\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x0f\n\x07\x64omains\x18\x03 \x03(\t\x12,\n\x04\x64ims\x18\x04 \x03(\x0b\x32\x1e.xemb.v1.VersionInfo.DimsEntry\x12\x30\n\x06\x63ounts\x18\x05 \x03(\x0b\x32 .xemb.v1.VersionInfo.CountsEntry\x12\x0f\n\x07serving\x18\x06 \x01(\x08\x12\x0e\n\x06loaded\x18\x07 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x08 \x01(\x08\x12\x13\n\x0bparams_json\x18\t \x01(\t\x1a+\n\tDimsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x15\n\x13ListVersionsRequest\"O\n\x14ListVersionsResponse\x12&\n\x08versions\x18\x01 \x03(\x0b\x32\x14.xemb.v1.VersionInfo\x12\x0f\n\x07serving\x18\x02 \x01(\t*?\n\x04Part\x12\r\n\tPART_FULL\x10\x00\x12\x15\n\x11PART_TRANSFERABLE\x10\x01\x12\x11\n\rPART_RESIDUAL\x10\x02*c\n\x0cIntentSource\x12\x1d\n\x19INTENT_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INTENT_SOURCE_COMPOSED\x10\x01\x12\x18\n\x14INTENT_SOURCE_STORED\x10\x02\x32\xe2\x03\n\x10\x45mbeddingService\x12Z\n\x11GetItemEmbeddings\x12!.xemb.v1.GetItemEmbeddingsRequest\x1a\".xemb.v1.GetItemEmbeddingsResponse\x12Z\n\x11\x43omposeUserIntent\x12!.xemb.v1.ComposeUserIntentRequest\x1a\".xemb.v1.ComposeUserIntentResponse\x12?\n\x08Retrieve\x12\x18.xemb.v1.RetrieveRequest\x1a\x19.xemb.v1.RetrieveResponse\x12H\n\x0b\x45ncodeItems\x12\x1b.xemb.v1.EncodeItemsRequest\x1a\x1c.xemb.v1.EncodeItemsResponse\x12>\n\nGetVersion\x12\x1a.xemb.v1.GetVersionRequest\x1a\x14.xemb.v1.VersionInfo\x12K\n\x0cListVersions\x12\x1c.xemb.v1.ListVersionsRequest\x1a\x1d.xemb.v1.ListVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONINFO_DIMSENTRY']._serialized_options = b'8\001'
   _globals['_VERSIONINFO_COUNTSENTRY']._loaded_options = None
   _globals['_VERSIONINFO_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_PART']._serialized_start=1772
-  _globals['_PART']._serialized_end=1835
-  _globals['_INTENTSOURCE']._serialized_start=1837
-  _globals['_INTENTSOURCE']._serialized_end=1936
+  _globals['_PART']._serialized_start=1794
+  _globals['_PART']._serialized_end=1857
+  _globals['_INTENTSOURCE']._serialized_start=1859
+  _globals['_INTENTSOURCE']._serialized_end=1958
   _globals['_TENSOR']._serialized_start=31
   _globals['_TENSOR']._serialized_end=68
   _globals['_GETITEMEMBEDDINGSREQUEST']._serialized_start=70
@@ -50,29 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPOSEUSERINTENTREQUEST']._serialized_start=341
   _globals['_COMPOSEUSERINTENTREQUEST']._serialized_end=480
   _globals['_INTENT']._serialized_start=482
-  _globals['_INTENT']._serialized_end=540
-  _globals['_COMPOSEUSERINTENTRESPONSE']._serialized_start=543
-  _globals['_COMPOSEUSERINTENTRESPONSE']._serialized_end=798
-  _globals['_RETRIEVEREQUEST']._serialized_start=801
-  _globals['_RETRIEVEREQUEST']._serialized_end=997
-  _globals['_RETRIEVERESPONSE']._serialized_start=999
-  _globals['_RETRIEVERESPONSE']._serialized_end=1083
-  _globals['_ENCODEITEMSREQUEST']._serialized_start=1085
-  _globals['_ENCODEITEMSREQUEST']._serialized_end=1153
-  _globals['_ENCODEITEMSRESPONSE']._serialized_start=1156
-  _globals['_ENCODEITEMSRESPONSE']._serialized_end=1299
-  _globals['_GETVERSIONREQUEST']._serialized_start=1301
-  _globals['_GETVERSIONREQUEST']._serialized_end=1337
-  _globals['_VERSIONINFO']._serialized_start=1340
-  _globals['_VERSIONINFO']._serialized_end=1666
-  _globals['_VERSIONINFO_DIMSENTRY']._serialized_start=1576
-  _globals['_VERSIONINFO_DIMSENTRY']._serialized_end=1619
-  _globals['_VERSIONINFO_COUNTSENTRY']._serialized_start=1621
-  _globals['_VERSIONINFO_COUNTSENTRY']._serialized_end=1666
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=1668
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=1689
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1691
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1770
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1939
-  _globals['_EMBEDDINGSERVICE']._serialized_end=2421
+  _globals['_INTENT']._serialized_end=562
+  _globals['_COMPOSEUSERINTENTRESPONSE']._serialized_start=565
+  _globals['_COMPOSEUSERINTENTRESPONSE']._serialized_end=820
+  _globals['_RETRIEVEREQUEST']._serialized_start=823
+  _globals['_RETRIEVEREQUEST']._serialized_end=1019
+  _globals['_RETRIEVERESPONSE']._serialized_start=1021
+  _globals['_RETRIEVERESPONSE']._serialized_end=1105
+  _globals['_ENCODEITEMSREQUEST']._serialized_start=1107
+  _globals['_ENCODEITEMSREQUEST']._serialized_end=1175
+  _globals['_ENCODEITEMSRESPONSE']._serialized_start=1178
+  _globals['_ENCODEITEMSRESPONSE']._serialized_end=1321
+  _globals['_GETVERSIONREQUEST']._serialized_start=1323
+  _globals['_GETVERSIONREQUEST']._serialized_end=1359
+  _globals['_VERSIONINFO']._serialized_start=1362
+  _globals['_VERSIONINFO']._serialized_end=1688
+  _globals['_VERSIONINFO_DIMSENTRY']._serialized_start=1598
+  _globals['_VERSIONINFO_DIMSENTRY']._serialized_end=1641
+  _globals['_VERSIONINFO_COUNTSENTRY']._serialized_start=1643
+  _globals['_VERSIONINFO_COUNTSENTRY']._serialized_end=1688
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=1690
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=1711
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1713
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1792
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1961
+  _globals['_EMBEDDINGSERVICE']._serialized_end=2443
 # @@protoc_insertion_point(module_scope)

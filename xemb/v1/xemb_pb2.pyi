@@ -80,14 +80,16 @@ class ComposeUserIntentRequest(_message.Message):
     def __init__(self, history: _Optional[_Union[History, _Mapping]] = ..., user_id: _Optional[str] = ..., target_domain: _Optional[str] = ..., top_intents: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Intent(_message.Message):
-    __slots__ = ("intent_id", "label", "weight")
+    __slots__ = ("intent_id", "label", "weight", "domain_label")
     INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_LABEL_FIELD_NUMBER: _ClassVar[int]
     intent_id: int
     label: str
     weight: float
-    def __init__(self, intent_id: _Optional[int] = ..., label: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    domain_label: str
+    def __init__(self, intent_id: _Optional[int] = ..., label: _Optional[str] = ..., weight: _Optional[float] = ..., domain_label: _Optional[str] = ...) -> None: ...
 
 class ComposeUserIntentResponse(_message.Message):
     __slots__ = ("user_vector", "intents", "version", "source", "unknown_item_ids", "items_used", "intent_entropy", "intent_entropy_ratio")
