@@ -36,6 +36,8 @@ def _list_like(value: Any) -> bool:
 def _row_columns(rows: Sequence[Any]) -> list[tuple[str, list[Any]]]:
     if not rows:
         raise InvalidArgument("no rows (pass at least one entity row)", field=ROWS)
+    if isinstance(rows[0], Mapping) and not rows[0]:
+        raise InvalidArgument("row 0: no keys", field=ROWS)
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise InvalidArgument(f"row {i}: expected a dict, got {type(row).__name__}",
@@ -98,12 +100,30 @@ def _check_vector(values: list[Any]) -> None:
             raise InvalidArgument(f"row {row}: empty vector", field=names.REQUEST_VECTOR)
 
 
+def _check_inferable(values: list[Any], key: str) -> None:
+    """Feast infers an extra column's type from its values: an empty list or dict fails."""
+    for row, value in enumerate(values):
+        if isinstance(value, (Mapping, list, tuple)) and not value:
+            raise InvalidArgument(f"row {row}: empty {type(value).__name__} (no type to infer)",
+                                  field=key)
+
+
+def _check_text(values: list[Any], key: str) -> None:
+    for row, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgument(f"row {row}: expected a string, got {_show(value)}", field=key)
+
+
 def check_entity_rows(types: Mapping[str, ValueType], entity_rows: Any) -> None:
     """Raise InvalidArgument for malformed rows, or the first id that does not fit its
-    entity (wrong type, out of range), or an empty request vector."""
+    entity (wrong type, out of range), or a request field of the wrong shape."""
     for key, values in _columns(entity_rows):
         if key == names.REQUEST_VECTOR:
             _check_vector(values)
+        elif key == names.REQUEST_VERSION:
+            _check_text(values, key)
+        else:
+            _check_inferable(values, key)
         vtype = types.get(key)
         if vtype is None:
             continue

@@ -75,3 +75,17 @@ def test_largest_float32_request_vector_still_scores_exactly():
     out = affinity.affinity_columns([[1.0, 0.0]], [[big, big]])
     assert out["affinity_cosine"] == [pytest.approx(2 ** -0.5)]
     assert np.isfinite(out["affinity_dot"][0])
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("user_vector_version", [], "expected a string"),
+    ("user_vector_version", 5, "expected a string"),
+    ("row_id", [], "empty list"),
+    ("row_id", {}, "empty dict"),
+])
+def test_request_and_extra_fields_feast_cannot_type_are_refused(key, value, message):
+    _bad([dict(GOOD, **{key: value})], key, message)
+
+
+def test_a_row_without_keys_is_refused():
+    _bad([{}], "entity_rows", "row 0: no keys")
