@@ -122,10 +122,9 @@ def check_entity_rows(types: Mapping[str, ValueType], entity_rows: Any) -> None:
             _check_vector(values)
         elif key == names.REQUEST_VERSION:
             _check_text(values, key)
-        else:
-            _check_inferable(values, key)
         vtype = types.get(key)
         if vtype is None:
+            _check_inferable(values, key)
             continue
         for row, value in enumerate(values):
             problem = _id_problem(value, vtype)
