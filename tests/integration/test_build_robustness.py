@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import write_config
+
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +35,10 @@ def test_killed_build_leaves_current_unchanged(tiny_build, tmp_path: Path) -> No
     proc = subprocess.Popen([sys.executable, "-m", "xemb.cli", "build", "-c", str(cfg_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any((root / "work").glob(".adapt-*.tmp")):  # training is under way
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)
+    wait_for(lambda: proc.poll() is not None or any((root / "work").glob(".adapt-*.tmp")),
+             240, interval=0.05, what="adapter training to start")
+    assert proc.poll() is None, "the build ended before training started"
+    os.killpg(proc.pid, signal.SIGKILL)  # training is under way
     proc.wait(timeout=30)
     from xemb.store import VersionStore
 
