@@ -11,6 +11,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 
 from tests.reliability.figures import Figures
 from xemb.v1 import xemb_pb2 as pb
@@ -22,7 +23,7 @@ ALLOWED = frozenset({"OK", "RESOURCE_EXHAUSTED"})
 
 
 def _caller(stub: pb_grpc.EmbeddingServiceStub, ids: list[int], until: float,
-            figures: Figures, lock: threading.Lock) -> None:
+            figures: Figures, lock: threading.Lock, refusals: list[float]) -> None:
     request = pb.GetItemEmbeddingsRequest(item_ids=ids)
     while time.monotonic() < until:
         start = time.perf_counter()
@@ -31,16 +32,19 @@ def _caller(stub: pb_grpc.EmbeddingServiceStub, ids: list[int], until: float,
             code, detail = "OK", ""
         except grpc.RpcError as exc:
             code, detail = exc.code().name, exc.details() or ""
+        seconds = time.perf_counter() - start
         with lock:
-            figures.record(code, time.perf_counter() - start, expected=code in ALLOWED,
-                           example=detail)
+            figures.record(code, seconds, expected=code in ALLOWED, example=detail)
+            if code == "RESOURCE_EXHAUSTED":
+                refusals.append(seconds)
 
 
 def step(channel: grpc.Channel, ids: list[int], callers: int, seconds: float) -> Figures:
     figures, lock = Figures(f"overload ramp: {callers} callers"), threading.Lock()
+    refusals: list[float] = []
     stub = pb_grpc.EmbeddingServiceStub(channel)
     until = time.monotonic() + seconds
-    threads = [threading.Thread(target=_caller, args=(stub, ids, until, figures, lock))
+    threads = [threading.Thread(target=_caller, args=(stub, ids, until, figures, lock, refusals))
                for _ in range(callers)]
     for t in threads:
         t.start()
@@ -48,7 +52,13 @@ def step(channel: grpc.Channel, ids: list[int], callers: int, seconds: float) ->
         t.join()
     refused = figures.codes.get("RESOURCE_EXHAUSTED", 0)
     figures.notes.append(f"{refused / max(figures.calls, 1):.0%} refused")
+    _caller_note(figures, refusals)
     return figures
+
+
+def _caller_note(figures: Figures, refusal_seconds: list[float]) -> None:
+    if refusal_seconds:
+        figures.notes.append(f"refusals p99 {np.percentile(refusal_seconds, 99) * 1e3:.2f} ms")
 
 
 def ramp(channel: grpc.Channel, ids: list[int], steps: tuple[int, ...] = (1, 4, 16, 64),
