@@ -75,9 +75,9 @@ class XembOnlineStoreConfig(FeastConfigBaseModel):
 def root_of(config: RepoConfig) -> Path:
     """The xemb root of a Feast config (a relative ``root`` is relative to the repo path)."""
     root = Path(config.online_store.root)
-    if not root.is_absolute():
-        root = Path(config.repo_path or ".") / root
-    return root
+    if not root.is_absolute():  # absolute from here on: Feast's SQLite store would prefix
+        root = Path(config.repo_path or ".") / root  # a relative path with the repo path
+    return root.absolute()
 
 
 def _stat_key(path: Path) -> tuple[int, int, int]:

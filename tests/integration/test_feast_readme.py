@@ -10,6 +10,7 @@ import pytest
 
 import feature_repo
 from feature_repo import publish_to_feast
+from feature_repo.publish import after_switch
 from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
@@ -26,9 +27,11 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     v1 = make_version(store, n_items=120, created_at=datetime(2026, 11, 19, tzinfo=timezone.utc))
     publish_to_feast(cfg, store, v1)
     store.set_current(v1)
+    after_switch(store)
     v2 = derive_version(store, v1, created_at=datetime(2026, 11, 21, tzinfo=timezone.utc))
     publish_to_feast(cfg, store, v2)
     store.set_current(v2)
+    after_switch(store)
 
     text = (Path(feature_repo.__file__).parent / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
@@ -38,5 +41,5 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     for block in blocks:
         exec(block, namespace)  # noqa: S102
     out = capsys.readouterr().out
-    assert v2 in out and v1 in out   # ranking read v2; the 2026-11-20 training row got v1
+    assert v2 in out and v1 in out   # ranking read v2; the training row at v1's switch got v1
     assert sorted(namespace["training"]["xemb_version"]) == [v1, v2]
