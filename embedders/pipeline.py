@@ -219,21 +219,26 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
 
 
 def _up_to_date(ctx: BuildContext) -> Manifest | None:
-    """The current version when it came from this very build key and Feast settings."""
+    """The version this very build key and Feast settings already published: the current one,
+    or the newest published one that was never current (kept back, e.g. by a quality gate),
+    so a rerun does not publish the same thing again."""
     from embedders.publish import feast_fingerprint
 
-    current = ctx.store.current_or_none()
-    if current is None:
-        return None
-    m = ctx.store.manifest(current)
-    if m.hashes.get("build") != ctx.keys["publish"]:
-        return None
-    record = ctx.store.published_record(current) or {}
-    if record.get("feast") != feast_fingerprint(ctx.cfg):
-        log(f"Feast settings changed since {current} was published: publishing again")
-        return None
-    log(f"nothing changed: {current} is current and up to date")
-    return m
+    store, key, feast = ctx.store, ctx.keys["publish"], feast_fingerprint(ctx.cfg)
+    current = store.current_or_none()
+    switched = {s.version for s in store.switches()}  # a rolled-back-from one is built anew
+    never_current = [v for v in store.list_ids()[::-1] if v not in switched]
+    for version in ([current] if current else []) + never_current:
+        record = store.published_record(version) or {}
+        if store.manifest(version).hashes.get("build") != key:
+            continue
+        if record.get("feast") != feast:
+            log(f"Feast settings changed since {version} was published: publishing again")
+            return None
+        state = "current" if version == current else "published but not current"
+        log(f"nothing changed: {version} is {state} and up to date")
+        return store.manifest(version)
+    return None
 
 
 def _require_upstream(ctx: BuildContext, stage: str) -> None:

@@ -213,6 +213,7 @@ def publish(ctx: BuildContext) -> Manifest:
         _discard(ctx, version)
         raise
     log(f"publish: {version} is published")
+    # A check that decides "published but not current" goes here (it skips _make_current).
     _make_current(ctx, version)
     collect_garbage(ctx)
     return store.manifest(version)
