@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from xemb.errors import DataValidationError
 from xemb.settings.offline import DataConfig
 
-__all__ = ["Dataset", "load_dataset", "read_table"]
+__all__ = ["Dataset", "hold_out_valid", "load_dataset", "read_table"]
 
 SPLITS = ("train", "valid", "test")
 NUMERIC_COLUMNS = frozenset({"item_id", "ts", "position"})
@@ -233,6 +233,25 @@ def _sequences(events: pa.Table, ds: Dataset, file: Path) -> dict[str, list]:
             for s, seqs in out.items()}
 
 
+def hold_out_valid(sequences: dict[str, list], n_users: int, seed: int
+                   ) -> dict[str, list]:
+    """Data without valid rows: the last event of a seeded sample of training users (those
+    with at least 3 events) becomes their valid target; training keeps only what came before
+    it, so the build never trains on a valid target."""
+    train = sequences["train"]
+    eligible = np.flatnonzero([len(s) >= 3 for _, s in train])
+    n = min(n_users, len(eligible) // 5)  # never more than a fifth of the usable users
+    if n == 0:
+        raise DataValidationError("no valid split and too few users with 3+ events to hold "
+                                  "out any (need at least 5)", file="events", field="split")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(eligible, n, replace=False).tolist())
+    out = dict(sequences)
+    out["train"] = [(u, s[:-1] if i in chosen else s) for i, (u, s) in enumerate(train)]
+    out["valid"] = [train[i] for i in sorted(chosen)]
+    return out
+
+
 def _fingerprint(files: list[Path], cfg: DataConfig) -> str:
     """File contents plus the path-free config: a clone at another path gets the same."""
     h = hashlib.sha256(cfg.model_dump_json(exclude={"path", "items", "events"}).encode())
@@ -268,5 +287,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     item_domain = np.array([dom_index[d] for d in items.column("domain").to_pylist()], np.int64)
     ds = Dataset(items=items, domains=domains, item_domain=item_domain)
     ds.sequences = _sequences(events, ds, events_file)
+    if not ds.sequences["valid"]:
+        ds.sequences = hold_out_valid(ds.sequences, cfg.valid_users, cfg.valid_seed)
     ds.fingerprint = _fingerprint([items_file, events_file], cfg)
     return ds

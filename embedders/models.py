@@ -25,36 +25,66 @@ class Adapter(nn.Module):
     (one head per domain). ``full = transferable + residual`` is what retrieval scores.
 
     ``item_emb`` adds a learned per-item vector to the residual of items seen in behaviour;
-    the ONNX export is the text-only path that cold items get.
+    the ONNX export is the text-only path that cold items get. With ``prior``, an item prior
+    (a text-based part plus a per-item part for items seen in behaviour) is appended as one
+    more coordinate of ``residual`` and ``full`` (``transferable`` gets 0 there), so a user
+    vector ``[u, s]`` scores ``cos(u, item) + s * prior`` with one inner product.
     """
 
     def __init__(self, semantic_dim: int, dim: int, hidden: int, n_domains: int,
-                 n_items: int = 0, dropout: float = 0.1) -> None:
+                 n_items: int = 0, dropout: float = 0.1, residual: bool = True,
+                 prior: bool = False) -> None:
         super().__init__()
+        self.dim = dim
         self.shared = (_mlp(semantic_dim, hidden, dim, dropout) if hidden
                        else nn.Linear(semantic_dim, dim))
-        self.heads = nn.ModuleList(nn.Linear(semantic_dim, dim) for _ in range(n_domains))
+        self.heads = nn.ModuleList(nn.Linear(semantic_dim, dim)
+                                   for _ in range(n_domains if residual else 0))
         self.item_emb = nn.Embedding(n_items, dim, sparse=True) if n_items else None
         if self.item_emb is not None:
             nn.init.normal_(self.item_emb.weight, std=0.01)
+        self.prior_head = nn.Linear(semantic_dim, 1) if prior else None
+        self.item_bias = nn.Embedding(n_items, 1, sparse=True) if prior and n_items else None
+        for m in (self.prior_head, self.item_bias):
+            if m is not None:
+                nn.init.zeros_(m.weight)
 
-    def forward(self, semantic: torch.Tensor, domain: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        transferable = self.shared(semantic)
-        heads = torch.stack([h(semantic) for h in self.heads], dim=1)  # [B, D, d]
-        onehot = F.one_hot(domain, len(self.heads)).to(heads.dtype).unsqueeze(-1)
-        residual = (heads * onehot).sum(1)
-        return _unit_sum(transferable, residual)
+    @property
+    def width(self) -> int:
+        return self.dim + (1 if self.prior_head is not None else 0)
+
+    def parts(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
+              warm: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Content parts ``(t, r, full)`` [B, dim] (``full`` unit length) and the prior [B]
+        (None without ``prior``). ``warm`` selects the items that get their per-item parts."""
+        t = self.shared(semantic)
+        r = torch.zeros_like(t)
+        if len(self.heads):
+            heads = torch.stack([h(semantic) for h in self.heads], dim=1)  # [B, D, d]
+            onehot = F.one_hot(domain, len(self.heads)).to(heads.dtype).unsqueeze(-1)
+            r = (heads * onehot).sum(1)
+        w = warm.unsqueeze(-1).to(t.dtype)
+        if self.item_emb is not None:
+            r = r + self.item_emb(rows) * w
+        t, r, full = _unit_sum(t, r)
+        if self.prior_head is None:
+            return t, r, full, None
+        p = self.prior_head(semantic)
+        if self.item_bias is not None:
+            p = p + self.item_bias(rows) * w
+        return t, r, full, p[:, 0]
 
     def items(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
               warm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Vectors of catalogue items: the text path plus the id part where ``warm``."""
-        t = self.shared(semantic)
-        heads = torch.stack([h(semantic) for h in self.heads], dim=1)
-        r = (heads * F.one_hot(domain, len(self.heads)).to(heads.dtype).unsqueeze(-1)).sum(1)
-        if self.item_emb is not None:
-            r = r + self.item_emb(rows) * warm.unsqueeze(-1).to(r.dtype)
-        return _unit_sum(t, r)
+        """Published vectors of catalogue items (``width`` wide): the text path plus the
+        per-item parts where ``warm``."""
+        t, r, full, p = self.parts(semantic, domain, rows, warm)
+        if p is None:
+            return t, r, full
+        p = p.unsqueeze(-1)
+        return (torch.cat([t, torch.zeros_like(p)], -1), torch.cat([r, p], -1),
+                torch.cat([full, p], -1))
 
 
 def _unit_sum(t: torch.Tensor, r: torch.Tensor
@@ -82,12 +112,21 @@ class Composer(nn.Module):
       learned recency decay; the query attends over the intents that received votes
       (log-vote prior), so an intent that one noisy item touched cannot dominate.
     Output = item context + gated intent context, in the item ``full`` space.
+
+    ``dim`` is the content width; with ``prior`` the history vectors carry the item prior
+    in one more (last) coordinate, which the composer ignores, and the user vector gets
+    ``prior_scale`` there (chosen on valid after training). ``intent_context`` False keeps
+    the intent weights (reported to people) but adds nothing to the user vector;
+    ``recency`` False makes attention and intent votes blind to item order.
     """
 
     def __init__(self, dim: int, n_domains: int, intents: torch.Tensor | None,
-                 heads: int = 2, dropout: float = 0.1) -> None:
+                 heads: int = 2, dropout: float = 0.1, prior: bool = False,
+                 recency: bool = True, intent_context: bool = True) -> None:
         super().__init__()
         self.dim, self.n_heads = dim, heads
+        self.prior, self.recency, self.intent_context = prior, recency, intent_context
+        self.register_buffer("prior_scale", torch.ones(()))
         self.domain_emb = nn.Embedding(n_domains, dim)
         self.target_emb = nn.Embedding(n_domains, dim)
         self.q = nn.Linear(2 * dim, dim)
@@ -97,7 +136,8 @@ class Composer(nn.Module):
         self.ffn = _mlp(3 * dim, 4 * dim, dim, dropout)
         self.drop = nn.Dropout(dropout)
         k = 0 if intents is None else intents.shape[0]
-        self.register_buffer("intents", intents if intents is not None else torch.zeros(0, dim))
+        self.register_buffer("intents", intents[:, :dim].contiguous() if intents is not None
+                             else torch.zeros(0, dim))
         self.intent_decay = nn.Parameter(torch.zeros(N_DISTANCE_BUCKETS))
         self.intent_q = nn.Linear(2 * dim, dim)
         self.intent_out = nn.Linear(dim, dim)
@@ -106,8 +146,20 @@ class Composer(nn.Module):
         self.use_intents = k > 0
 
     def set_intents(self, intents: torch.Tensor) -> None:
-        self.intents: torch.Tensor = intents.to(torch.float32)
+        self.intents: torch.Tensor = intents[:, : self.dim].to(torch.float32).contiguous()
         self.use_intents = True
+
+    def _buckets(self, dist: torch.Tensor) -> torch.Tensor:
+        b = distance_buckets(dist)
+        return b if self.recency else torch.zeros_like(b)
+
+    def with_prior(self, user: torch.Tensor, scale: torch.Tensor | float | None = None
+                   ) -> torch.Tensor:
+        """Append the prior weight to content user vectors (no-op without ``prior``)."""
+        if not self.prior:
+            return user
+        s = self.prior_scale if scale is None else scale
+        return torch.cat([user, torch.ones_like(user[..., :1]) * s], dim=-1)
 
     # -- shared pieces -----------------------------------------------------------------
     def _query(self, last: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
@@ -123,7 +175,7 @@ class Composer(nn.Module):
         k = k.view(b, -1, h, dh).transpose(1, 2)
         v = v.view(b, -1, h, dh).transpose(1, 2)
         scores = q @ k.transpose(-1, -2) / dh ** 0.5
-        scores = scores + self.dist_bias[:, distance_buckets(dist)].unsqueeze(0)
+        scores = scores + self.dist_bias[:, self._buckets(dist)].unsqueeze(0)
         scores = scores.masked_fill(~mask.unsqueeze(1), -1e9)
         ctx = torch.softmax(scores, dim=-1) @ v  # [B,H,Q,dh]
         return ctx.transpose(1, 2).reshape(b, nq, self.dim)
@@ -140,13 +192,17 @@ class Composer(nn.Module):
     def _combine(self, q_in: torch.Tensor, ctx: torch.Tensor, last: torch.Tensor,
                  intent_ctx: torch.Tensor) -> torch.Tensor:
         h = self.ffn(self.drop(torch.cat([q_in, ctx], dim=-1)))
-        return F.normalize(self.ln(h + ctx) + last + intent_ctx, dim=-1)
+        out = self.ln(h + ctx) + last
+        if self.intent_context:
+            out = out + intent_ctx
+        return F.normalize(out, dim=-1)
 
     # -- serving / export: one query per sequence ----------------------------------------
     def forward(self, hist_vec: torch.Tensor, hist_domain: torch.Tensor, hist_mask: torch.Tensor,
                 hist_intents: torch.Tensor, hist_intent_w: torch.Tensor,
                 target_domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-aligned histories (most recent last). Returns (user_vec, intent_weights)."""
+        hist_vec = hist_vec[..., : self.dim]  # the prior coordinate is not content
         b, length, _ = hist_vec.shape
         mask = hist_mask > 0.5
         keys = hist_vec + self.domain_emb(hist_domain)
@@ -154,16 +210,19 @@ class Composer(nn.Module):
         pos = torch.arange(length, device=hist_vec.device)
         dist = (length - 1 - pos).view(1, length)
         ctx = self._item_context(q_in, keys, dist, mask.unsqueeze(1))
-        votes = self._votes(hist_intents, hist_intent_w, hist_mask, dist)  # [B,K]
-        ictx, w = self._intent_context(q_in, votes.unsqueeze(1))
+        if self.use_intents:
+            votes = self._votes(hist_intents, hist_intent_w, hist_mask, dist)  # [B,K]
+            ictx, w = self._intent_context(q_in, votes.unsqueeze(1))
+        else:
+            ictx, w = torch.zeros_like(ctx), hist_vec.new_zeros(b, 1, 0)
         user = self._combine(q_in, ctx, hist_vec[:, -1].unsqueeze(1), ictx)
-        return user[:, 0], w[:, 0]
+        return self.with_prior(user[:, 0]), w[:, 0]
 
     def _votes(self, ids: torch.Tensor, w: torch.Tensor, mask: torch.Tensor,
                dist: torch.Tensor) -> torch.Tensor:
         """[B,L,m] intent ids/weights -> recency-decayed vote per intent [B,K]."""
         k = max(int(self.intents.shape[0]), 1)
-        decay = torch.sigmoid(self.intent_decay)[distance_buckets(dist)] * mask  # [B,L]
+        decay = torch.sigmoid(self.intent_decay)[self._buckets(dist)] * mask  # [B,L]
         onehot = F.one_hot(ids.clamp(min=0), k).to(w.dtype)  # [B,L,m,K]
         return ((onehot * w.unsqueeze(-1)).sum(2) * decay.unsqueeze(-1)).sum(1)
 
@@ -172,7 +231,9 @@ class Composer(nn.Module):
                target_domain: torch.Tensor, dense_intents: torch.Tensor | None
                ) -> torch.Tensor:
         """Left-aligned sequences [B,L,...]; output t predicts item t+1 from items <= t.
-        ``dense_intents`` [B,L,K] holds each item's intent weights (or None)."""
+        ``dense_intents`` [B,L,K] holds each item's intent weights (or None). Returns content
+        user vectors [B,L,dim] (see ``with_prior``)."""
+        seq_vec = seq_vec[..., : self.dim]
         b, length, _ = seq_vec.shape
         keys = seq_vec + self.domain_emb(seq_domain)
         q_in = self._query(seq_vec, target_domain)  # [B,L,2d]
@@ -181,7 +242,7 @@ class Composer(nn.Module):
         mask = (dist >= 0).unsqueeze(0) & seq_mask.unsqueeze(1)
         ctx = self._item_context(q_in, keys, dist, mask)
         if self.use_intents and dense_intents is not None:
-            decay = torch.sigmoid(self.intent_decay)[distance_buckets(dist)] * mask  # [B,L,L]
+            decay = torch.sigmoid(self.intent_decay)[self._buckets(dist)] * mask  # [B,L,L]
             votes = decay @ dense_intents  # [B,L,K]
             ictx, _ = self._intent_context(q_in, votes)
         else:

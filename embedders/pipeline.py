@@ -20,7 +20,9 @@ from embedders.intents import IntentLibrary, build_intents
 from embedders.models import Adapter, Composer
 from embedders.stages import StageCache, stage_key
 from embedders.train import TrainInputs, train_adapter, train_composer
+from embedders.validation import Validator, valid_score
 from xemb import layout
+from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.lock import RootLock
 from xemb.settings import XembConfig
@@ -29,7 +31,7 @@ from xemb.store import Manifest, VersionStore
 __all__ = ["STAGES", "BuildContext", "build", "log", "semantic_vectors"]
 
 STAGES = ("encode", "adapt", "intents", "compose", "publish")
-CODE_VERSION = "1"  # bump when a change to the training code changes its output
+CODE_VERSION = "2"  # bump when a change to the training code changes its output
 
 
 def log(msg: str) -> None:
@@ -64,6 +66,35 @@ class BuildContext:
         """The encode stage's output: one frozen-encoder vector per item row."""
         return np.load(self.out("encode") / "semantic.npy")
 
+    @functools.cached_property
+    def validator(self) -> Validator | None:
+        """The valid split as the build selects on it (None when there is none)."""
+        e = self.cfg.eval
+        v = Validator.for_dataset(self.ds, self.cfg.composer.max_len, e.negatives, e.seed)
+        if v is None:
+            log("no valid rows: training runs every epoch and keeps the last")
+        return v
+
+    def _stats(self, stage: str) -> dict:
+        state = torch.load(self.out(stage) / f"{stage}.pt", weights_only=True)
+        return dict(state.get("stats") or {})
+
+    def training_record(self) -> dict:
+        """Per-epoch loss and valid figures of adapt and compose, the kept epochs, and the
+        prior weights tried (for the manifest and the report)."""
+        adapt, compose = self._stats("adapt"), self._stats("compose")
+        return {"adapt": adapt.get("epochs", []), "compose": compose.get("epochs", []),
+                "best_epoch": {"adapt": adapt.get("best_epoch"),
+                               "compose": compose.get("best_epoch")},
+                "prior_scale": compose.get("prior_scale")}
+
+    def prior_scale(self) -> float | None:
+        """The user vector's last coordinate (None without the prior)."""
+        if not self.cfg.adapter.prior:
+            return None
+        chosen = (self._stats("compose").get("prior_scale") or {}).get("chosen")
+        return 1.0 if chosen is None else float(chosen)
+
     def train_inputs(self, semantic: np.ndarray) -> TrainInputs:
         seqs = [s for _, s in self.ds.sequences["train"]]
         return TrainInputs(torch.from_numpy(semantic), torch.from_numpy(self.ds.item_domain),
@@ -93,17 +124,40 @@ def _encode(ctx: BuildContext, out: Path) -> None:
 
 
 def _adapt(ctx: BuildContext, out: Path) -> None:
-    data = ctx.train_inputs(ctx.semantic())
-    adapter, composer, stats = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer)
+    semantic = ctx.semantic()
+    data = ctx.train_inputs(semantic)
+    validator = ctx.validator
+
+    def evaluate(adapter: Adapter, composer: Composer) -> dict:
+        assert validator is not None
+        adapter.eval()
+        with torch.inference_mode():
+            _, _, full = adapter.items(data.semantic, data.domain,
+                                       torch.arange(len(semantic)), data.warm)
+        adapter.train()
+        return validator.evaluate(composer, _no_intents(full.numpy(), ctx.ds.item_domain))
+
+    adapter, composer, fit = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer,
+                                           evaluate if validator else None)
     torch.save({"adapter": adapter.state_dict(), "composer": composer.state_dict(),
-                "stats": stats}, out / "adapt.pt")
+                "stats": fit.as_dict()}, out / "adapt.pt")
+
+
+def _no_intents(full: np.ndarray, domain: np.ndarray) -> ItemArrays:
+    zeros = np.zeros((len(full), 1))
+    return ItemArrays(full, domain, zeros.astype(np.int64), zeros.astype(np.float32))
+
+
+def new_adapter(ctx: BuildContext, semantic_dim: int) -> Adapter:
+    a = ctx.cfg.adapter
+    n_items = len(ctx.ds.item_ids) if a.id_embedding else 0
+    return Adapter(semantic_dim, a.dim, a.hidden, len(ctx.ds.domains), n_items, a.dropout,
+                   a.residual, a.prior)
 
 
 def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:
     state = torch.load(ctx.out("adapt") / "adapt.pt", weights_only=True)
-    n_items = len(ctx.ds.item_ids) if ctx.cfg.adapter.id_embedding else 0
-    adapter = Adapter(semantic_dim, ctx.cfg.adapter.dim, ctx.cfg.adapter.hidden,
-                      len(ctx.ds.domains), n_items, ctx.cfg.adapter.dropout)
+    adapter = new_adapter(ctx, semantic_dim)
     adapter.load_state_dict(state["adapter"])
     return adapter.eval(), state
 
@@ -111,6 +165,7 @@ def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:
 @torch.inference_mode()
 def item_vectors(ctx: BuildContext, adapter: Adapter, semantic: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Published-width (transferable, residual, full) of every item, as torch computes them."""
     data = ctx.train_inputs(semantic)
     rows = torch.arange(len(semantic))
     return tuple(x.numpy() for x in adapter.items(data.semantic, data.domain, rows,
@@ -138,14 +193,39 @@ def _compose(ctx: BuildContext, out: Path) -> None:
     composer = new_composer(ctx, lib)
     warm_start = {k: v for k, v in state["composer"].items() if k != "intents"}
     composer.load_state_dict(warm_start, strict=False)  # the intent library is new
-    stats = train_composer(composer, ctx.train_inputs(semantic), torch.from_numpy(full),
-                           torch.from_numpy(lib.dense()), ctx.cfg.composer)
+    items = ItemArrays(full, ctx.ds.item_domain, lib.item_ids, lib.item_weights)
+    validator = ctx.validator
+    fit = train_composer(composer, ctx.train_inputs(semantic), torch.from_numpy(full),
+                         torch.from_numpy(lib.dense()), ctx.cfg.composer,
+                         ctx.cfg.adapter.logq,
+                         (lambda: validator.evaluate(composer, items)) if validator else None)
+    stats = fit.as_dict()
+    if composer.prior and validator is not None:
+        stats["prior_scale"] = choose_prior_scale(composer, validator, items,
+                                                  ctx.cfg.composer.prior_scales)
     torch.save({"composer": composer.state_dict(), "stats": stats}, out / "compose.pt")
 
 
+def choose_prior_scale(composer: Composer, validator: Validator, items: ItemArrays,
+                       scales: list[float]) -> dict:
+    """The prior's weight in the served score, chosen on valid (the first best wins, and
+    candidates are tried in the configured order)."""
+    tried = []
+    for s in scales:
+        composer.prior_scale.fill_(float(s))
+        m = validator.evaluate(composer, items)
+        tried.append({"scale": float(s), "valid": m, "valid_score": round(valid_score(m), 5)})
+    best = max(tried, key=lambda t: t["valid_score"])  # max keeps the first of equals
+    composer.prior_scale.fill_(best["scale"])
+    log("prior weight on valid: " + ", ".join(
+        f"{t['scale']:g} -> {t['valid_score']:.4f}" for t in tried) + f"; kept {best['scale']:g}")
+    return {"chosen": best["scale"], "tried": tried}
+
+
 def new_composer(ctx: BuildContext, lib: IntentLibrary) -> Composer:
+    c = ctx.cfg.composer
     return Composer(ctx.cfg.adapter.dim, len(ctx.ds.domains), torch.from_numpy(lib.vectors),
-                    ctx.cfg.composer.heads, ctx.cfg.composer.dropout)
+                    c.heads, c.dropout, ctx.cfg.adapter.prior, c.recency, c.intents)
 
 
 _RUNNERS: dict[str, Callable[[BuildContext, Path], None]] = {

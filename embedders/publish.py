@@ -184,7 +184,7 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                              "max_length": cfg.encoder.max_length}
     return Manifest(
         version=version, created_at=datetime.now(timezone.utc).isoformat(),
-        domains=ctx.ds.domains, dims={"semantic": semantic_dim, "embedding": cfg.adapter.dim},
+        domains=ctx.ds.domains, dims={"semantic": semantic_dim, "embedding": cfg.adapter.width},
         counts=counts, models=models,
         hashes={"config": config_hash(cfg, ("data", "encoder", "adapter", "intents",
                                             "composer")),
@@ -194,8 +194,9 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                 "max_request_len": cfg.composer.max_request_len,
                 "top_m": int(min(cfg.intents.top_m, counts["intents"])),
                 "n_intents": counts["intents"], "top_intents": cfg.composer.top_intents,
-                "id_embedding": cfg.adapter.id_embedding},
-        metrics={"timings_s": ctx.timings},
+                "id_embedding": cfg.adapter.id_embedding,
+                "prior": cfg.adapter.prior, "prior_scale": ctx.prior_scale()},
+        metrics={"timings_s": ctx.timings, "training": ctx.training_record()},
     )
 
 

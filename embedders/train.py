@@ -9,6 +9,10 @@ for next-item retrieval in the target domain.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,9 +23,14 @@ from tqdm.auto import tqdm
 
 from embedders.batches import SeqBatch, sequence_batches
 from embedders.models import Adapter, Composer
+from embedders.validation import valid_score
 from xemb.settings.offline import AdapterConfig, ComposerConfig
 
-__all__ = ["TrainInputs", "train_adapter", "train_composer", "seed_everything"]
+__all__ = ["Fit", "TrainInputs", "train_adapter", "train_composer", "seed_everything"]
+
+
+def log(msg: str) -> None:
+    print(f"[xemb] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -32,6 +41,17 @@ class TrainInputs:
     sequences: list[np.ndarray]  # item rows per training user, oldest first
     n_domains: int
 
+    @functools.cached_property
+    def freq(self) -> np.ndarray:
+        """Share of training events per item row (what in-batch candidates are drawn by)."""
+        counts = np.bincount(np.concatenate(self.sequences), minlength=len(self.domain)) \
+            if self.sequences else np.zeros(len(self.domain))
+        return counts / max(counts.sum(), 1)
+
+
+# A function of the models being trained -> {domain: metrics} on the valid split.
+Evaluate = Callable[[], dict[str, dict[str, float]]]
+
 
 def seed_everything(seed: int) -> np.random.Generator:
     """Same seed, data, thread count and machine -> bit-identical weights."""
@@ -40,25 +60,51 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _negatives(domain: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform item rows, split evenly across domains (eval negatives are uniform too)."""
-    out = []
-    for d in np.unique(domain):
-        pool = np.flatnonzero(domain == d)
-        out.append(rng.choice(pool, min(n // len(np.unique(domain)) + 1, len(pool)),
-                              replace=False))
-    return np.concatenate(out)
+class _Negatives:
+    """Uniform item rows, split evenly across domains (eval negatives are uniform too), and
+    the log of each item's chance to be a candidate of a step (for the logQ correction)."""
+
+    def __init__(self, data: TrainInputs, n: int, logq: bool) -> None:
+        self.domain = data.domain.numpy()
+        self.pools = [np.flatnonzero(self.domain == d) for d in np.unique(self.domain)]
+        self.per_domain = [min(n // len(self.pools) + 1, len(p)) for p in self.pools]
+        self.freq = data.freq if logq else None
+        unif = np.zeros(len(self.domain))
+        for pool, k in zip(self.pools, self.per_domain):
+            unif[pool] = k / len(pool)
+        self.unif = unif
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([rng.choice(p, k, replace=False)
+                               for p, k in zip(self.pools, self.per_domain)])
+
+    def log_q(self, rows: torch.Tensor, batch_events: int) -> torch.Tensor | None:
+        """log P(row is among a step's candidates): drawn in-batch (by popularity) or among
+        the uniform negatives. None without the correction."""
+        if self.freq is None:
+            return None
+        r = rows.numpy()
+        in_batch = 1.0 - np.power(1.0 - self.freq[r], batch_events)
+        q = 1.0 - (1.0 - in_batch) * (1.0 - self.unif[r])
+        return torch.from_numpy(np.log(np.clip(q, 1e-12, 1.0))).to(torch.float32)
 
 
 def _next_item_loss(out: torch.Tensor, batch: SeqBatch, local: torch.Tensor,
-                    cand_vec: torch.Tensor, cand_domain: torch.Tensor, tau: float
-                    ) -> torch.Tensor:
+                    cand_vec: torch.Tensor, cand_domain: torch.Tensor, tau: float,
+                    cand_prior: torch.Tensor | None = None,
+                    log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over candidates of the target's domain; ``local`` maps batch positions to
-    candidate indices."""
+    candidate indices. The served score is ``cos(user, item) + prior`` (the user vector's
+    prior weight is 1 while training); ``log_q`` is subtracted from every logit."""
     valid = batch.mask[:, 1:]
     pred = out[:, :-1][valid]  # [P,d]
     target = local[:, 1:][valid]  # [P]
-    logits = pred @ cand_vec.t() / tau
+    scores = pred @ cand_vec.t()
+    if cand_prior is not None:
+        scores = scores + cand_prior.unsqueeze(0)
+    logits = scores / tau
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
     same = cand_domain.unsqueeze(0) == cand_domain[target].unsqueeze(1)
     return F.cross_entropy(logits.masked_fill(~same, -1e9), target)
 
@@ -83,8 +129,9 @@ def _align_loss(trans: torch.Tensor, batch: SeqBatch, local: torch.Tensor,
 
 
 def _orth_loss(trans: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
-    """Squared cosine between each item's parts: the residual must not repeat the shared part."""
-    return (F.cosine_similarity(trans, resid, dim=-1) ** 2).mean()
+    """Squared cosine between each item's parts: the residual must not repeat the shared part
+    (0 where the residual is 0, as with residual heads and per-item vectors off)."""
+    return (F.cosine_similarity(trans, resid, dim=-1, eps=1e-6) ** 2).mean()
 
 
 def _candidates(batch: SeqBatch, negatives: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +144,7 @@ def _candidates(batch: SeqBatch, negatives: np.ndarray) -> tuple[torch.Tensor, t
 
 
 class _Optim:
-    """AdamW for dense weights, SparseAdam for the per-item table (only touched rows move)."""
+    """AdamW for dense weights, SparseAdam for the per-item tables (only touched rows move)."""
 
     def __init__(self, dense: list, sparse: list, lr: float, weight_decay: float) -> None:
         self.opts: list[torch.optim.Optimizer] = [
@@ -121,66 +168,128 @@ def _optimizer(modules: list[torch.nn.Module], lr: float, weight_decay: float) -
     return _Optim(dense, sparse, lr, weight_decay)
 
 
+@dataclass
+class Fit:
+    """Per-epoch record (loss, valid metrics and score) and the epoch that was kept."""
+
+    history: list[dict] = dataclasses.field(default_factory=list)
+    best_epoch: int = 0
+
+    def as_dict(self) -> dict:
+        return {"epochs": self.history, "best_epoch": self.best_epoch}
+
+
+def _fit(epochs: int, patience: int, run_epoch: Callable[[int], float],
+         evaluate: Evaluate | None, modules: list[torch.nn.Module]) -> Fit:
+    """Run epochs; with ``evaluate``, keep the weights of the epoch with the best valid score
+    and stop after ``patience`` epochs without a better one."""
+    fit, best, best_state, stale = Fit(), -np.inf, None, 0
+    for epoch in range(epochs):
+        entry: dict = {"epoch": epoch + 1, "loss": round(run_epoch(epoch), 5)}
+        fit.history.append(entry)
+        if evaluate is None:
+            fit.best_epoch = epoch + 1
+            continue
+        entry["valid"] = evaluate()
+        entry["valid_score"] = round(valid_score(entry["valid"]), 5)
+        log(f"epoch {epoch + 1}: loss {entry['loss']:.4f}, valid HR@10 " + ", ".join(
+            f"{d} {m['HR@10']:.3f}" for d, m in entry["valid"].items()))
+        if entry["valid_score"] > best:
+            best, stale, fit.best_epoch = entry["valid_score"], 0, epoch + 1
+            best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        for m, state in zip(modules, best_state):
+            m.load_state_dict(state)
+        log(f"kept epoch {fit.best_epoch} (best valid score {best:.4f})")
+    return fit
+
+
+def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: SeqBatch,
+                negs: _Negatives, rng: np.random.Generator, gen: torch.Generator,
+                cfg: AdapterConfig) -> torch.Tensor:
+    uniq, local = _candidates(batch, negs.draw(rng))
+    trans, resid, full, prior = adapter.parts(data.semantic[uniq], data.domain[uniq], uniq,
+                                              data.warm[uniq])
+    dom = data.domain[uniq]
+    out = composer.causal(full[local], dom[local], batch.mask,
+                          torch.roll(dom[local], -1, dims=1), None)
+    log_q = negs.log_q(uniq, int(batch.mask.sum()))
+    loss = _next_item_loss(out, batch, local, full, dom, cfg.temperature, prior, log_q)
+    if cfg.align_weight:
+        loss = loss + cfg.align_weight * _align_loss(trans, batch, local, dom,
+                                                     cfg.temperature, gen)
+    if cfg.orth_weight:
+        loss = loss + cfg.orth_weight * _orth_loss(trans, resid)
+    return loss
+
+
 def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,
-                  on_epoch: Callable[[int, Adapter, Composer], None] | None = None
-                  ) -> tuple[Adapter, Composer, dict[str, float]]:
+                  evaluate: Callable[[Adapter, Composer], dict] | None = None
+                  ) -> tuple[Adapter, Composer, Fit]:
+    """Adapter + intent-free composer on next-item behaviour; with ``evaluate`` (valid
+    metrics of the two models), the best epoch on valid is kept."""
     rng = seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_items = len(data.domain) if cfg.id_embedding else 0
     adapter = Adapter(data.semantic.shape[1], cfg.dim, cfg.hidden, data.n_domains, n_items,
-                      cfg.dropout)
-    composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads, composer_cfg.dropout)
+                      cfg.dropout, cfg.residual, cfg.prior)
+    composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
+                        composer_cfg.dropout, cfg.prior, composer_cfg.recency)
     opt = _optimizer([adapter, composer], cfg.lr, cfg.weight_decay)
-    domain_np = data.domain.numpy()
-    stats: dict[str, float] = {}
-    adapter.train()
-    composer.train()
-    for epoch in range(cfg.epochs):
+    negs = _Negatives(data, cfg.negatives, cfg.logq)
+
+    def run_epoch(epoch: int) -> float:
+        adapter.train()
+        composer.train()
         batches = list(sequence_batches(data.sequences, composer_cfg.max_len,
                                         cfg.batch_tokens, rng))
+        total = 0.0
         for batch in tqdm(batches, desc=f"adapt {epoch + 1}/{cfg.epochs}", unit="batch"):
-            uniq, local = _candidates(batch, _negatives(domain_np, cfg.negatives, rng))
-            trans, resid, full = adapter.items(data.semantic[uniq], data.domain[uniq], uniq,
-                                               data.warm[uniq])
-            dom = data.domain[uniq]
-            out = composer.causal(full[local], dom[local], batch.mask,
-                                  torch.roll(dom[local], -1, dims=1), None)
-            losses = {
-                "next_item": _next_item_loss(out, batch, local, full, dom, cfg.temperature),
-                "align": _align_loss(trans, batch, local, dom, cfg.temperature, gen),
-                "orth": _orth_loss(trans, resid),
-            }
-            loss = (losses["next_item"] + cfg.align_weight * losses["align"]
-                    + cfg.orth_weight * losses["orth"])
+            loss = _adapt_step(adapter, composer, data, batch, negs, rng, gen, cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        stats = {f"adapt_{k}": float(v.detach()) for k, v in losses.items()}
-        if on_epoch is not None:
-            on_epoch(epoch, adapter, composer)
-    return adapter.eval(), composer.eval(), stats
+            total += float(loss.detach())
+        return total / max(len(batches), 1)
+
+    fit = _fit(cfg.epochs, cfg.patience, run_epoch,
+               (lambda: evaluate(adapter, composer)) if evaluate else None, [adapter, composer])
+    return adapter.eval(), composer.eval(), fit
 
 
 def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
-                   dense_intents: torch.Tensor, cfg: ComposerConfig) -> dict[str, float]:
-    """Fine-tune ``composer`` (intents on) against frozen item vectors ``full``."""
+                   dense_intents: torch.Tensor, cfg: ComposerConfig, logq: bool = True,
+                   evaluate: Evaluate | None = None) -> Fit:
+    """Fine-tune ``composer`` (intents on) against frozen published item vectors ``full``
+    (content coordinates, then the prior when the composer has one)."""
     rng = seed_everything(cfg.seed)
     opt = torch.optim.AdamW(composer.parameters(), lr=cfg.lr)
-    domain_np = data.domain.numpy()
-    composer.train()
-    loss = torch.zeros(())
-    for epoch in range(cfg.epochs):
-        for batch in tqdm(list(sequence_batches(data.sequences, cfg.max_len, cfg.batch_tokens,
-                                                rng)),
-                          desc=f"compose {epoch + 1}/{cfg.epochs}", unit="batch"):
-            uniq, local = _candidates(batch, _negatives(domain_np, cfg.negatives, rng))
-            dom = data.domain[uniq]
+    negs = _Negatives(data, cfg.negatives, logq)
+    content = full[:, : composer.dim]
+    prior = full[:, composer.dim] if composer.prior else None
+
+    def run_epoch(epoch: int) -> float:
+        composer.train()
+        batches = list(sequence_batches(data.sequences, cfg.max_len, cfg.batch_tokens, rng))
+        total = 0.0
+        for batch in tqdm(batches, desc=f"compose {epoch + 1}/{cfg.epochs}", unit="batch"):
+            uniq, local = _candidates(batch, negs.draw(rng))
             rows = batch.rows
-            out = composer.causal(full[rows], data.domain[rows], batch.mask,
+            out = composer.causal(content[rows], data.domain[rows], batch.mask,
                                   torch.roll(data.domain[rows], -1, dims=1), dense_intents[rows])
-            loss = _next_item_loss(out, batch, local, full[uniq], dom, cfg.temperature)
+            loss = _next_item_loss(out, batch, local, content[uniq], data.domain[uniq],
+                                   cfg.temperature, None if prior is None else prior[uniq],
+                                   negs.log_q(uniq, int(batch.mask.sum())))
             opt.zero_grad()
             loss.backward()
             opt.step()
+            total += float(loss.detach())
+        return total / max(len(batches), 1)
+
+    fit = _fit(cfg.epochs, cfg.patience, run_epoch, evaluate, [composer])
     composer.eval()
-    return {"compose_next_item": float(loss.detach())}
+    return fit

@@ -28,6 +28,12 @@ class DataConfig(_Section):
     """Known domains, in a fixed order; default: those found in the items table, sorted."""
     max_seq_len: int = Field(200, ge=2)
     """Training sequences keep their last this-many events."""
+    valid_users: int = Field(1000, ge=1)
+    """When the events have no ``valid`` rows (your own data, no ``split`` column), the build
+    holds out the last event of this many users (a seeded sample of users with at least 3
+    events) as the valid split and never trains on it."""
+    valid_seed: int = 0
+    """Seed of that sample."""
 
 
 class EncoderConfig(_Section):
@@ -53,13 +59,28 @@ class EncoderConfig(_Section):
 
 class AdapterConfig(_Section):
     dim: int = Field(64, ge=4, le=1024)
-    """Width of the transferable part, the residual and the full vector (their sum)."""
+    """Content width of the transferable part, the residual and the full vector (their sum);
+    with ``prior`` on, published vectors carry one more coordinate (see ``prior``)."""
     hidden: int = Field(512, ge=8)
     """Hidden width of the adapter MLPs."""
     id_embedding: bool = True
     """Add a learned per-item vector to the residual of items seen in behaviour
     (collaborative signal); cold items get text-only vectors."""
-    epochs: int = Field(8, ge=1)
+    residual: bool = True
+    """Per-domain residual heads (off: items are the transferable part, plus the per-item
+    vector when ``id_embedding`` is on)."""
+    prior: bool = True
+    """Learn an item prior (how likely an item is to be the next one at all, i.e. popularity
+    learned from behaviour, with a text-based part for cold items) and fold it into the last
+    coordinate of ``full`` (and ``residual``): the served score stays one inner product, and
+    the user vector's last coordinate is the prior's weight, chosen on valid."""
+    logq: bool = True
+    """Correct the sampled softmax for how often each candidate is drawn (logQ correction:
+    in-batch candidates follow popularity), so the learned prior is not pushed down."""
+    epochs: int = Field(12, ge=1)
+    """Most training epochs; the epoch with the best valid score is kept (early stopping)."""
+    patience: int = Field(2, ge=1)
+    """Stop after this many epochs without a better valid score."""
     batch_tokens: int = Field(2048, ge=16)
     """Events per training batch (sequences of similar length are grouped)."""
     lr: float = Field(2e-3, gt=0)
@@ -74,6 +95,11 @@ class AdapterConfig(_Section):
     orth_weight: float = Field(0.1, ge=0)
     """Weight of the term that keeps the residual apart from the transferable part."""
     seed: int = 0
+
+    @property
+    def width(self) -> int:
+        """Width of the published vectors: ``dim`` content coordinates, plus the prior."""
+        return self.dim + 1 if self.prior else self.dim
 
 
 class IntentsConfig(_Section):
@@ -98,7 +124,19 @@ class ComposerConfig(_Section):
     """Longest history a request may carry (older items beyond ``max_len`` are ignored)."""
     heads: int = Field(2, ge=1)
     """Attention heads over the history (``adapter.dim`` must divide by it)."""
-    epochs: int = Field(2, ge=1)
+    intents: bool = True
+    """Use the atomic-intent pathway (off: the composer attends to history items only)."""
+    recency: bool = True
+    """Learned relative-recency bias in the item attention and recency decay of intent
+    votes (off: order-free pooling of the history, the last item still forms the query)."""
+    epochs: int = Field(4, ge=1)
+    """Most fine-tuning epochs; the best epoch on valid is kept."""
+    patience: int = Field(1, ge=1)
+    """Stop after this many epochs without a better valid score."""
+    prior_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0],
+                                      min_length=1)
+    """Candidate weights of the item prior in the served score (the user vector's last
+    coordinate); the build keeps the one with the best valid score."""
     batch_tokens: int = Field(2048, ge=16)
     """Events per training batch."""
     lr: float = Field(1e-3, gt=0)

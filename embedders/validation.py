@@ -1,0 +1,71 @@
+"""Valid-split scores while training: every choice the build makes (epochs, the prior's
+weight) is made here, never on test.
+
+The user vector is the composer's ``forward`` (the function exported to ``composer.onnx``;
+ONNX parity with torch is checked at export) over inputs built by ``xemb.composer_io``, the
+code the gRPC service uses; item vectors are those the build publishes; the score is their
+dot product, ranked by the papers' protocol (ties count against the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from embedders.data import Dataset
+from embedders.evaluate import EvalSet, eval_set, rank_metrics
+from xemb.composer_io import ItemArrays, composer_feeds
+
+__all__ = ["Validator", "valid_score"]
+
+BATCH = 512
+
+
+def valid_score(metrics: dict[str, dict[str, float]]) -> float:
+    """One number to select on: HR@10 averaged over target domains (each domain counts the
+    same, however many valid targets it has)."""
+    values = [m["HR@10"] for m in metrics.values()]
+    return float(np.mean(values)) if values else 0.0
+
+
+@dataclass
+class Validator:
+    es: EvalSet
+    domains: list[str]
+    item_domain: np.ndarray
+    max_len: int
+    recall_k: int = 50
+
+    @classmethod
+    def for_dataset(cls, ds: Dataset, max_len: int, n_neg: int = 999, seed: int = 42
+                    ) -> Validator | None:
+        """None when the data holds no usable valid rows."""
+        if not any(len(s) >= 2 for _, s in ds.sequences.get("valid", [])):
+            return None
+        return cls(eval_set(ds, "valid", n_neg, seed), ds.domains, ds.item_domain, max_len)
+
+    @torch.inference_mode()
+    def users(self, composer: torch.nn.Module, items: ItemArrays) -> np.ndarray:
+        """User vectors of every valid history through ``composer.forward``."""
+        was_training = composer.training
+        composer.eval()
+        out = []
+        hist: Sequence[np.ndarray] = self.es.histories
+        for s in range(0, len(hist), BATCH):
+            feeds = composer_feeds(items, hist[s:s + BATCH], self.es.target_domain[s:s + BATCH],
+                                   self.max_len)
+            user, _ = composer(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+            out.append(user.numpy())
+        composer.train(was_training)
+        return np.concatenate(out)
+
+    def metrics(self, full: np.ndarray, users: np.ndarray) -> dict[str, dict[str, float]]:
+        return rank_metrics(lambda i, pool: full[pool] @ users[i], self.es, self.item_domain,
+                            self.domains, recall_k=self.recall_k)
+
+    def evaluate(self, composer: torch.nn.Module, items: ItemArrays
+                 ) -> dict[str, dict[str, float]]:
+        return self.metrics(items.full, self.users(composer, items))
