@@ -3,8 +3,9 @@
     python benchmarks/soak.py [--examples 5000] [--step-seconds 10] [--quick]
 
 Runs, against a synthetic version served on a free loopback port and a Feast root (SQLite):
-fuzzing of every gRPC request field, fuzzing of Feast entity rows, and an overload ramp
-(1 to 64 concurrent callers against ``max_concurrent_rpcs`` 4). ``--quick`` uses the CI
+fuzzing of every gRPC request field, fuzzing of Feast entity rows, an overload ramp (1 to 64
+concurrent callers against ``max_concurrent_rpcs`` 4) and, where ``redis-server`` is
+installed, Redis SIGKILLed for 6 s and restarted under Feast reads. ``--quick`` uses the CI
 sizes. Prints one Markdown table; "unexpected" must be 0. Not a test.
 """
 
@@ -21,11 +22,13 @@ from pathlib import Path
 import _repo  # noqa: F401  (tests.helpers and tests.reliability importable)
 import grpc
 
+from tests.helpers.services import RedisProcess, redis_binary
 from tests.reliability.feast_env import feast_env
 from tests.reliability.feast_fuzz import fuzz_feast
 from tests.reliability.figures import Figures, table
 from tests.reliability.grpc_fuzz import fuzz_grpc
 from tests.reliability.overload import ramp
+from tests.reliability.redis_outage import redis_outage
 from tests.reliability.serving_env import served
 
 
@@ -53,6 +56,21 @@ def _counted(run, figures: Figures) -> Figures:  # type: ignore[no-untyped-def]
     return figures
 
 
+def _redis_outage(tmp: Path, outage: float) -> list[Figures]:
+    if redis_binary() is None:
+        return []
+    (tmp / "redis").mkdir()
+    redis = RedisProcess(data_dir=tmp / "redis")
+    redis.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = feast_env(tmp / "redis-root", backend="redis", redis_url=redis.url)
+            return [redis_outage(env, redis, outage=outage)]
+    finally:
+        redis.stop()
+
+
 def _overload(tmp: Path, seconds: float) -> list[Figures]:
     with served(tmp / "load", max_concurrent_rpcs=4, max_workers=4) as (_, client, hints):
         channel: grpc.Channel = client.channel
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [_fuzz_grpc(Path(tmp), grpc_n), _fuzz_feast(Path(tmp), feast_n),
-                *_overload(Path(tmp), seconds)]
+                *_overload(Path(tmp), seconds), *_redis_outage(Path(tmp), 6.0)]
     print(f"xemb reliability soak - {platform.machine()}, {platform.python_version()}, "
           f"{time.monotonic() - start:.0f} s\n")
     print(table(rows))

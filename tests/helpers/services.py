@@ -40,9 +40,13 @@ def _accepts(port: int) -> bool:
 class RedisProcess:
     """One ``redis-server`` (no persistence) bound to 127.0.0.1:``port``."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(self, binary: str | None = None, port: int | None = None,
+                 data_dir: Path | None = None) -> None:
+        """``data_dir``: keep the data in an append-only file there (fsync always), so a
+        restart after SIGKILL comes back with what was written."""
         self.binary = binary or redis_binary() or "redis-server"
         self.port = port or free_port()
+        self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,9 +54,11 @@ class RedisProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
+        keep = (["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
+                if self.data_dir else ["--appendonly", "no"])
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *keep],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc = self.proc
 
         def up() -> bool:
