@@ -111,3 +111,29 @@ def test_bundled_example_loads() -> None:
     assert len(ds.item_ids) == 36298
     assert {k: len(v) for k, v in ds.sequences.items()} == {"train": 51164, "valid": 960,
                                                              "test": 937}
+
+
+def test_events_without_split_hold_out_valid_users() -> None:
+    """A user's own data: the last event of a seeded sample of users becomes valid, and the
+    training sequences never contain it."""
+    import numpy as np
+
+    from embedders.data import hold_out_valid
+
+    train = [(f"u{i}", np.arange(i % 7 + 1) + 100 * i) for i in range(200)]
+    seqs = {"train": train, "valid": [], "test": []}
+    out = hold_out_valid(seqs, n_users=25, seed=3)
+    assert len(out["valid"]) == 25
+    kept = dict(out["train"])
+    for user, full in out["valid"]:
+        assert len(full) >= 3
+        np.testing.assert_array_equal(kept[user], full[:-1])  # target not trained on
+    untouched = [u for u, _ in train if u not in dict(out["valid"])]
+    assert all(len(kept[u]) == len(dict(train)[u]) for u in untouched)
+    again = hold_out_valid(seqs, n_users=25, seed=3)
+    assert [u for u, _ in again["valid"]] == [u for u, _ in out["valid"]]
+    other = hold_out_valid(seqs, n_users=25, seed=4)["valid"]
+    assert [u for u, _ in other] != [u for u, _ in out["valid"]]
+    # too few users to hold out any: unchanged, the build trains without selection
+    tiny = {"train": train[:4], "valid": [], "test": []}
+    assert hold_out_valid(tiny, 25, 0)["valid"] == []
