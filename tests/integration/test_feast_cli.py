@@ -14,7 +14,7 @@ import pytest
 
 import feature_repo
 from feature_repo import names, publish_to_feast
-from feature_repo.offline import export_version
+from feature_repo.offline import sync_history
 from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb import layout
 from xemb.settings import XembConfig
@@ -50,8 +50,8 @@ def test_feast_apply_and_materialize_incremental_match_xemb_publish(
 
     store = VersionStore(tmp_path)
     v1 = make_version(store, n_items=60, n_users=10)
-    export_version(store, v1)          # what `xemb build` leaves when feast.enabled is off
     store.set_current(v1)
+    sync_history(store)                # `xemb feast export`: the offline rows of the switch
     _feast(tmp_path, "apply")
     _feast(tmp_path, "materialize-incremental",
            datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))

@@ -281,6 +281,7 @@ def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: 
 
     assert published.cfg.feast.online_store == "redis"
     feast = published.cfg.feast.model_copy(update={"redis_url": f"127.0.0.1:{free_port()}"})
-    fs = FeatureStore(config=RepoConfig(**repo_config_dict(published.root, feast)))
+    fs = FeatureStore(repo_path=str(names.feast_dir(published.root)),  # paths are relative
+                      config=RepoConfig(**repo_config_dict(published.root, feast)))
     with pytest.raises(Unavailable, match="unreachable"):
         fs.get_online_features(features=["item_embeddings:full"], entity_rows=[{"item_id": 1}])
