@@ -272,16 +272,12 @@ def test_slots_of_garbage_collected_versions_are_dropped(
 @pytest.mark.redis
 @pytest.mark.parametrize("published", ["redis"], indirect=True)
 def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: Path) -> None:
-    from feast import FeatureStore
-    from feast.repo_config import RepoConfig
-
-    from feature_repo.repo_config import repo_config_dict
+    from feature_repo import store_for
     from tests.helpers.services import free_port
     from xemb.errors import Unavailable
 
     assert published.cfg.feast.online_store == "redis"
     feast = published.cfg.feast.model_copy(update={"redis_url": f"127.0.0.1:{free_port()}"})
-    fs = FeatureStore(repo_path=str(names.feast_dir(published.root)),  # paths are relative
-                      config=RepoConfig(**repo_config_dict(published.root, feast)))
+    fs = store_for(published.cfg.model_copy(update={"feast": feast}))
     with pytest.raises(Unavailable, match="unreachable"):
         fs.get_online_features(features=["item_embeddings:full"], entity_rows=[{"item_id": 1}])
