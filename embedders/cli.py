@@ -28,12 +28,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from embedders.pipeline import build
 
     cfg = config_from_args(args)
+    if args.accept:
+        cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"accept": True})})
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
-    manifest = build(cfg, stages=stages, force=args.force)
-    if manifest is not None:
-        print(json.dumps({"version": manifest.version, "counts": manifest.counts,
-                          "root": str(cfg.build.root)}))
-    return 0
+    manifest = build(cfg, stages=stages, force=args.force, wait=args.wait)
+    if manifest is None:
+        return 0
+    from xemb.store import VersionStore
+
+    current = VersionStore(cfg.build.root).current_or_none() == manifest.version
+    gate = (manifest.metrics.get("quality") or {}).get("gate", {})
+    print(json.dumps({"version": manifest.version, "current": current,
+                      "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")},
+                      "counts": manifest.counts, "root": str(cfg.build.root)}))
+    return 0 if current else 3  # published, but the gate kept it from becoming current
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -66,6 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of encode,adapt,intents,compose,publish")
     p.add_argument("--force", action="store_true",
                    help="publish a new version even if nothing changed")
+    p.add_argument("--accept", action="store_true",
+                   help="make the new version current even if the quality gate says no")
     p.add_argument("--wait", action="store_true",
                    help="wait for a build already running on this root (default: fail at once)")
     p.set_defaults(func=_cmd_build)

@@ -282,6 +282,10 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
         ctx = prepare(cfg)
         collect_garbage(ctx)  # what killed builds left: failed versions, staging, temp folders
         if "publish" in chosen and not force and (same := _up_to_date(ctx)) is not None:
+            if cfg.gate.accept and same.version != ctx.store.current_or_none():
+                from embedders.publish import make_current
+
+                make_current(ctx, same.version)  # kept back by the gate; the user accepts
             return same
         for stage in chosen:
             t0 = time.perf_counter()

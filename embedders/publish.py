@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from embedders.export import export_onnx, ort_session
+from embedders.gate import assess, describe
 from embedders.intents import IntentLibrary, intent_report
 from embedders.models import AdapterExport, Composer
 from embedders.pipeline import (
@@ -214,10 +215,27 @@ def publish(ctx: BuildContext) -> Manifest:
         _discard(ctx, version)
         raise
     log(f"publish: {version} is published")
-    # A check that decides "published but not current" goes here (it skips _make_current).
-    _make_current(ctx, version)
+    manifest = store.manifest(version)
+    if _gate_allows(ctx, manifest):
+        make_current(ctx, version)
     collect_garbage(ctx)
-    return store.manifest(version)
+    return manifest
+
+
+def _gate_allows(ctx: BuildContext, manifest: Manifest) -> bool:
+    """The quality gate's figures (valid, served path) and whether the version may switch."""
+    quality = manifest.metrics.get("quality") or {}
+    log("quality on valid (served path):")
+    for line in describe(quality):
+        log(line)
+    if quality.get("gate", {}).get("passed", True):
+        return True
+    if ctx.cfg.gate.accept:
+        log(f"gate: {manifest.version} fails the gate but is made current (accepted)")
+        return True
+    log(f"gate: {manifest.version} is published but NOT current; `xemb rollback --to "
+        f"{manifest.version}` or `xemb build --accept` makes it current")
+    return False
 
 
 def feast_fingerprint(cfg: XembConfig) -> str | None:
@@ -261,7 +279,7 @@ def _check_loadable(ctx: BuildContext, version: str) -> None:
     load_version(ctx.store, version, SearchKnobs())
 
 
-def _make_current(ctx: BuildContext, version: str) -> None:
+def make_current(ctx: BuildContext, version: str) -> None:
     ctx.store.set_current(version, reason="build")
     log(f"publish: {version} is current")
     if ctx.cfg.feast.enabled:
@@ -325,6 +343,7 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
     counts = {"items": len(f), "warm_items": int(warm.sum()), "intents": len(lib.vectors),
               "users": n_users}
     manifest = _manifest(ctx, version, counts, semantic.shape[1], parity)
+    manifest.metrics["quality"] = assess(ctx, csess, items)
     manifest.metrics["intents"] = intent_report(lib, ctx.ds.item_domain, ctx.ds.domains)
     return manifest
 

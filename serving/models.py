@@ -76,7 +76,8 @@ class ColdStartEncoder:
                                       pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
         self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"))
         self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
-        self.adapter = session(adapter, ADAPTER_INPUTS[:2], ADAPTER_OUTPUTS)
+        # a build without residual heads / per-item vectors has no domain / item_row input
+        self.adapter = session(adapter, ADAPTER_INPUTS[:1], ADAPTER_OUTPUTS)
         self.adapter_inputs = {i.name for i in self.adapter.get_inputs()}
 
     def semantic(self, texts: list[str]) -> np.ndarray:
@@ -89,7 +90,9 @@ class ColdStartEncoder:
         return self.encoder.run(None, feed)[0].astype(np.float32, copy=False)
 
     def adapt(self, semantic: np.ndarray, domain: int) -> dict[str, np.ndarray]:
-        feed = {"semantic": semantic, "domain": np.full(len(semantic), domain, np.int64)}
+        feed = {"semantic": semantic}
+        if "domain" in self.adapter_inputs:
+            feed["domain"] = np.full(len(semantic), domain, np.int64)
         if "item_row" in self.adapter_inputs:  # -1: a new item, the text-only path
             feed["item_row"] = np.full(len(semantic), -1, np.int64)
         outs = self.adapter.run(list(ADAPTER_OUTPUTS), feed)

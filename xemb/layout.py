@@ -51,7 +51,8 @@ VECTOR_PARTS = ("full", "transferable", "residual")
 #   item_row [B] int64 (row in items.parquet for catalogue items, -1 for new items)
 #   -> transferable, residual, full [B,d] float32. Every published item vector was computed by
 #   this model; new items (item_row -1) get the text-only path. Feed only the inputs the
-#   session lists (a build without per-item vectors has no item_row input).
+#   session lists (a build without per-item vectors has no item_row input, one without
+#   residual heads no domain input).
 ADAPTER_INPUTS = ("semantic", "domain", "item_row")
 ADAPTER_OUTPUTS = ("transferable", "residual", "full")
 

@@ -136,6 +136,6 @@ def test_multimodal_build_with_tiny_clip(tmp_path: Path) -> None:
         "intents": {"k": 3, "top_m": 2, "niter": 3},
         "composer": {"epochs": 1, "batch_tokens": 32, "negatives": 4, "max_len": 5, "heads": 2}})
     manifest = build(load_config(cfg_path))
-    assert manifest.dims == {"semantic": 16, "embedding": 8}
+    assert manifest.dims == {"semantic": 16, "embedding": 9}  # 8 content + the item prior
     assert manifest.counts["items"] == 8
     assert manifest.models["encoder"]["file"] == "encoder/model.onnx"

@@ -17,6 +17,7 @@ from xemb.settings.offline import (
     DataConfig,
     EncoderConfig,
     EvalConfig,
+    GateConfig,
     IntentsConfig,
 )
 from xemb.settings.serving import ServingConfig
@@ -41,6 +42,8 @@ class XembConfig(BaseModel):
     """Versioned output."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Evaluation protocol."""
+    gate: GateConfig = Field(default_factory=GateConfig)
+    """Quality gate: when a new build may become current."""
     feast: FeastConfig = Field(default_factory=FeastConfig)
     """Feast publishing."""
     serving: ServingConfig = Field(default_factory=ServingConfig)

@@ -168,3 +168,14 @@ class EvalConfig(_Section):
     """Seed of the single generator that draws negatives row by row (the papers' protocol)."""
     recall_k: int = Field(50, ge=1)
     """Cut-off of the full-ranking recall over the whole target domain."""
+
+
+class GateConfig(_Section):
+    enabled: bool = True
+    """Evaluate every candidate on valid through the served path before it may become
+    CURRENT (beside popularity, the text baseline and the serving version)."""
+    tolerance: float = Field(0.01, ge=0)
+    """How much lower than the serving version's valid HR@10 (mean over domains) a
+    candidate may score and still become current."""
+    accept: bool = False
+    """Make the candidate current even when the gate says no (``xemb build --accept``)."""
