@@ -129,16 +129,16 @@ def _request_version(entity_rows: Any) -> str | None:
         values = list(entity_rows.get(key, []))
     else:
         values = [row[key] for row in entity_rows or [] if key in row]
+    if any(not isinstance(v, str) or len(v) > 200 for v in values):
+        raise InvalidArgument("expected a version id string (what the gRPC response named)",
+                              field=key)
     found = {v for v in values if v}
     if len(found) > 1:
-        raise InvalidArgument(f"one request, one version: rows carry {sorted(found)}",
+        raise InvalidArgument(f"one request, one version: rows carry {sorted(found)[:3]}",
                               field=key)
-    if found and len(values) != len([v for v in values if v]):
+    if found and not all(values):
         raise InvalidArgument("set it on every row or on none", field=key)
-    version = found.pop() if found else None
-    if version is not None and (not isinstance(version, str) or len(version) > 200):
-        raise InvalidArgument("expected a version id string", field=key)
-    return version
+    return found.pop() if found else None
 
 
 class XembOnlineStore(OnlineStore):
