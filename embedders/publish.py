@@ -308,7 +308,11 @@ def collect_garbage(ctx: BuildContext, building: str | None = None) -> None:
     if ctx.cfg.feast.enabled:
         from feature_repo.publish import collect_garbage as feast_gc
 
-        out = feast_gc(ctx.store, keep=building)
+        try:
+            out = feast_gc(ctx.store, keep=building)
+        except Exception as exc:  # e.g. Redis down: nothing is served from what is left
+            log(f"gc: Feast not cleaned up this time ({type(exc).__name__}: {exc})")
+            return
         if out["dropped_slots"]:
             log(f"gc: dropped Feast slots {out['dropped_slots']}")
 
