@@ -47,7 +47,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     _need_offline()
     from embedders.data import load_dataset
-    from embedders.evaluate import baseline_metrics, served_metrics
+    from embedders.evaluate import baseline_metrics, served_metrics, tuned_pop_text_beta
     from embedders.pipeline import semantic_vectors
     from xemb.store import VersionStore
 
@@ -57,11 +57,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     manifest = store.verify(version)
     ds = load_dataset(cfg.data)
     e = cfg.eval
-    result: dict[str, dict] = served_metrics(store.path(version), ds, args.split,
-                            int(manifest.params["composer_max_len"]), e.negatives, e.seed,
-                            e.recall_k)
-    result["baselines"] = baseline_metrics(ds, semantic_vectors(cfg), args.split,
-                                           e.negatives, e.seed, e.recall_k)
+    max_len = int(manifest.params["composer_max_len"])
+    result: dict[str, dict] = served_metrics(store.path(version), ds, args.split, max_len,
+                                             e.negatives, e.seed, e.recall_k)
+    semantic = semantic_vectors(cfg)
+    result["baselines"] = baseline_metrics(ds, semantic, args.split, e.negatives, e.seed,
+                                           e.recall_k)
+    result["variants"] = {}
+    if manifest.params.get("prior"):
+        result["variants"]["prior_weight_0"] = served_metrics(
+            store.path(version), ds, args.split, max_len, e.negatives, e.seed, e.recall_k,
+            prior_weight=0.0)
+    result["selected_on_valid"] = {
+        "prior_weight": manifest.params.get("prior_scale"),
+        "popularity_text_beta": tuned_pop_text_beta(ds, semantic, e.negatives, e.seed)}
     print(f"[xemb] eval: version {version}, split {args.split}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0

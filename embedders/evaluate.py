@@ -9,6 +9,7 @@ caller's choice, so the served model and the baselines run through the same code
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +124,13 @@ def served_items(version_dir: Path) -> tuple[np.ndarray, ItemArrays]:
 
 
 def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
-                   n_neg: int = 999, seed: int = 42, recall_k: int = 50
-                   ) -> dict[str, dict[str, float]]:
+                   n_neg: int = 999, seed: int = 42, recall_k: int = 50,
+                   prior_weight: float | None = None) -> dict[str, dict[str, float]]:
     """Exactly the served path: the items table read by the gRPC service's own reader, user
     vector = composer.onnx output for the history (inputs built by xemb.composer_io, as the
-    service builds them), item vector = the published ``full`` column, score = dot product."""
+    service builds them), item vector = the published ``full`` column, score = dot product.
+    ``prior_weight`` replaces the user vector's last coordinate (a version built with the
+    item prior: 0 scores without it)."""
     from xemb import layout
     from xemb.composer_io import compose_batched
 
@@ -139,6 +142,8 @@ def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
     sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
                                 providers=["CPUExecutionProvider"])
     users, _ = compose_batched(sess, arrays, es.histories, es.target_domain, max_len)
+    if prior_weight is not None:
+        users[:, -1] = prior_weight
     full = arrays.full
     return rank_metrics(lambda i, pool: full[pool] @ users[i], es, ds.item_domain, ds.domains,
                         recall_k=recall_k)
@@ -163,25 +168,50 @@ def served_ranks(version_dir: Path, ds: Dataset, split: str, max_len: int, n_neg
     return ranks(lambda i, pool: full[pool] @ users[i], es, ds.item_domain), weights
 
 
+POP_TEXT_BETAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _baseline_scores(ds: Dataset, semantic: np.ndarray, es: EvalSet, beta: float
+                     ) -> dict[str, Callable[[int, np.ndarray], np.ndarray]]:
+    log_pop = np.log1p(popularity_scores(ds))
+    last5 = np.stack([semantic[h[-5:]].mean(0) for h in es.histories])
+    return {"popularity": lambda i, pool: log_pop[pool],
+            "text_last5": lambda i, pool: semantic[pool] @ last5[i],
+            "popularity_text": lambda i, pool: semantic[pool] @ last5[i] + beta * log_pop[pool]}
+
+
+def tuned_pop_text_beta(ds: Dataset, semantic: np.ndarray, n_neg: int = 999, seed: int = 42
+                        ) -> float:
+    """Weight of log(1 + train count) added to the text score, chosen on valid (HR@10
+    averaged over domains); 0 when there is no valid split."""
+    if not any(len(s) >= 2 for _, s in ds.sequences.get("valid", [])):
+        return 0.0
+    es = eval_set(ds, "valid", n_neg, seed)
+    best, best_beta = -1.0, 0.0
+    for beta in POP_TEXT_BETAS:
+        r = ranks(_baseline_scores(ds, semantic, es, beta)["popularity_text"], es,
+                  ds.item_domain)
+        m = metrics_from_ranks(r, ds.domains)
+        score = float(np.mean([v["HR@10"] for v in m.values()]))
+        if score > best:
+            best, best_beta = score, beta
+    return best_beta
+
+
 def baseline_metrics(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int = 999,
                      seed: int = 42, recall_k: int = 50) -> dict[str, dict]:
-    """Popularity (train counts) and the mean of the last 5 text vectors (dot product)."""
+    """Popularity (train counts), the mean of the last 5 text vectors (dot product), and
+    that text score plus ``beta * log(1 + train count)`` with beta chosen on valid."""
     es = eval_set(ds, split, n_neg, seed)
-    pop = popularity_scores(ds)
-    last5 = np.stack([semantic[h[-5:]].mean(0) for h in es.histories])
-    return {
-        "popularity": rank_metrics(lambda i, pool: pop[pool], es, ds.item_domain, ds.domains,
-                                   recall_k=recall_k),
-        "text_last5": rank_metrics(lambda i, pool: semantic[pool] @ last5[i], es,
-                                   ds.item_domain, ds.domains, recall_k=recall_k),
-    }
+    beta = tuned_pop_text_beta(ds, semantic, n_neg, seed)
+    return {name: rank_metrics(fn, es, ds.item_domain, ds.domains, recall_k=recall_k)
+            for name, fn in _baseline_scores(ds, semantic, es, beta).items()}
 
 
 def baseline_ranks(ds: Dataset, semantic: np.ndarray, split: str, n_neg: int = 999,
                    seed: int = 42) -> dict[str, Ranks]:
     """The ranks behind :func:`baseline_metrics` (same scores), per baseline."""
     es = eval_set(ds, split, n_neg, seed)
-    pop = popularity_scores(ds)
-    last5 = np.stack([semantic[h[-5:]].mean(0) for h in es.histories])
-    return {"popularity": ranks(lambda i, pool: pop[pool], es, ds.item_domain),
-            "text_last5": ranks(lambda i, pool: semantic[pool] @ last5[i], es, ds.item_domain)}
+    beta = tuned_pop_text_beta(ds, semantic, n_neg, seed)
+    return {name: ranks(fn, es, ds.item_domain)
+            for name, fn in _baseline_scores(ds, semantic, es, beta).items()}
