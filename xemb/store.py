@@ -401,8 +401,23 @@ class VersionStore:
         for v in self.list_ids():
             m = self.manifest(v)
             out.append({"version": v, "current": v == current, "state": self.state(v),
-                        "created_at": m.created_at, "counts": m.counts, "dims": m.dims})
+                        "created_at": m.created_at, "counts": m.counts, "dims": m.dims,
+                        "valid": _valid_figures(m)})
         return out
+
+
+def _valid_figures(m: Manifest) -> dict[str, Any] | None:
+    """HR@10 / NDCG@10 per domain on valid (served path) and the quality gate's verdict."""
+    q = m.metrics.get("quality")
+    if not q:
+        return None
+    short = {d: {k: v[k] for k in ("HR@10", "NDCG@10") if k in v}
+             for d, v in (q.get("candidate") or {}).items()}
+    pop = {d: v.get("HR@10") for d, v in
+           ((q.get("baselines") or {}).get("popularity") or {}).items()}
+    gate = q.get("gate") or {}
+    return {"xemb": short, "popularity_HR@10": pop, "gate_passed": gate.get("passed"),
+            "gate_reasons": gate.get("reasons", [])}
 
 
 def read_json(path: Path) -> dict[str, Any]:

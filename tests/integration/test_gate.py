@@ -74,6 +74,10 @@ def test_a_build_below_popularity_is_not_made_current(tmp_path, tiny_bert) -> No
     quality = store.manifest(version).metrics["quality"]
     pop = quality["baselines"]["popularity"]
     assert any(m["HR@10"] < pop[d]["HR@10"] for d, m in quality["candidate"].items())
+    listed = json.loads(_xemb("versions", "-c", str(cfg)).stdout)
+    shown = next(v for v in listed if v["version"] == version)
+    assert shown["valid"]["gate_passed"] is False and shown["valid"]["gate_reasons"]
+    assert set(shown["valid"]["xemb"]) == {"food", "home"}
     # a rerun changes nothing; with --accept the same version becomes current, not a new one
     again = _xemb("build", "-c", str(cfg))
     assert again.returncode == 3 and store.current_or_none() is None
