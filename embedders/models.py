@@ -126,6 +126,7 @@ class Composer(nn.Module):
         super().__init__()
         self.dim, self.n_heads = dim, heads
         self.prior, self.recency, self.intent_context = prior, recency, intent_context
+        self.prior_scale: torch.Tensor
         self.register_buffer("prior_scale", torch.ones(()))
         self.domain_emb = nn.Embedding(n_domains, dim)
         self.target_emb = nn.Embedding(n_domains, dim)

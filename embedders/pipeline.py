@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,13 +211,13 @@ def choose_prior_scale(composer: Composer, validator: Validator, items: ItemArra
                        scales: list[float]) -> dict:
     """The prior's weight in the served score, chosen on valid (the first best wins, and
     candidates are tried in the configured order)."""
-    tried = []
+    tried: list[dict[str, Any]] = []
     for s in scales:
         composer.prior_scale.fill_(float(s))
         m = validator.evaluate(composer, items)
         tried.append({"scale": float(s), "valid": m, "valid_score": round(valid_score(m), 5)})
-    best = max(tried, key=lambda t: t["valid_score"])  # max keeps the first of equals
-    composer.prior_scale.fill_(best["scale"])
+    best = max(tried, key=lambda t: float(t["valid_score"]))  # max keeps the first of equals
+    composer.prior_scale.fill_(float(best["scale"]))
     log("prior weight on valid: " + ", ".join(
         f"{t['scale']:g} -> {t['valid_score']:.4f}" for t in tried) + f"; kept {best['scale']:g}")
     return {"chosen": best["scale"], "tried": tried}

@@ -96,3 +96,33 @@ def test_verdict_rules() -> None:
     serving = {"a": {"HR@10": 0.32}, "b": {"HR@10": 0.32}}
     assert verdict(good, pop, serving, 0.05) == []  # within the tolerance
     assert "serving version" in verdict(good, pop, serving, 0.01)[0]
+
+
+def test_events_without_split_hold_out_their_own_valid_users(tmp_path, tiny_bert) -> None:
+    """A user's own data (no split column): the build holds out valid users itself, selects
+    on them, and reports their figures in the manifest."""
+    import pandas as pd
+
+    from embedders.pipeline import build, prepare
+    from xemb.settings import load_config
+
+    (tmp_path / "data").mkdir()
+    _popular_world(tmp_path / "data")
+    events = pd.read_csv(tmp_path / "data" / "events.csv").drop(columns=["split"])
+    events.to_csv(tmp_path / "data" / "events.csv", index=False)
+    overrides = {**BROKEN, "encoder": {"model": str(tiny_bert)},
+                 "data": {"format": "tables", "path": None, "items": "data/items.csv",
+                          "events": "data/events.csv", "valid_users": 20},
+                 "adapter": {**BROKEN["adapter"], "lr": 2e-3, "epochs": 2},
+                 "gate": {"accept": True}}
+    cfg = load_config(write_config(tmp_path, overrides))
+    ctx = prepare(cfg)
+    valid = ctx.ds.sequences["valid"]
+    assert len(valid) == 20
+    trained = dict(ctx.ds.sequences["train"])
+    assert all(len(trained[u]) == len(s) - 1 for u, s in valid)  # targets never trained on
+    manifest = build(cfg)
+    quality = manifest.metrics["quality"]
+    assert sum(m["n"] for m in quality["candidate"].values()) == 20
+    epochs = manifest.metrics["training"]["adapt"]
+    assert len(epochs) >= 1 and all("valid_score" in e for e in epochs)
