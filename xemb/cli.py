@@ -75,6 +75,13 @@ def _after_switch(store: VersionStore) -> None:
     after_switch(store)
 
 
+def _cmd_add_items(args: argparse.Namespace) -> int:
+    from xemb.add_items import add_items
+
+    print(json.dumps(add_items(config_from_args(args), args.file, wait=args.wait)))
+    return 0
+
+
 def _register_store_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("versions", help="list published versions")
     add_config_args(p, required=False)
@@ -83,6 +90,13 @@ def _register_store_commands(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, required=False)
     p.add_argument("--to", default=None, help="version id (default: the previous current)")
     p.set_defaults(func=_cmd_rollback)
+    p = sub.add_parser("add-items", help="add new items to a version derived from CURRENT "
+                                         "(published encoder + adapter; no retraining)")
+    add_config_args(p)
+    p.add_argument("file", type=Path, help="items table (CSV/TSV/Parquet): item_id, domain, "
+                                           "the data.text_fields, optional image_path")
+    p.add_argument("--wait", action="store_true", help="queue behind a running build")
+    p.set_defaults(func=_cmd_add_items)
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
