@@ -218,7 +218,7 @@ def feast_fingerprint(cfg: XembConfig) -> str | None:
 
 def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
            clock: Callable[[str], None], timings: dict[str, float]
-           ) -> tuple[str, Path, Manifest]:
+           ) -> tuple[str, np.ndarray]:
     base = store.path(base_version)
     manifest = store.manifest(base_version)
     if layout.ENCODER_ONNX not in manifest.files or layout.ADAPTER_ONNX not in manifest.files:
@@ -246,10 +246,11 @@ def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
         shutil.rmtree(out, ignore_errors=True)
         raise
     clock("commit")
-    return version, store.path(version), new
+    return version, items.ids
 
 
-def _publish(store: VersionStore, cfg: XembConfig, version: str, base_version: str) -> None:
+def _publish(store: VersionStore, cfg: XembConfig, version: str, base_version: str,
+             new_ids: np.ndarray) -> None:
     """verify -> loadable like the server loads it -> Feast slot -> ledger (published)."""
     from serving.retrieval import SearchKnobs
     from serving.version import load_version
@@ -257,10 +258,10 @@ def _publish(store: VersionStore, cfg: XembConfig, version: str, base_version: s
     try:
         store.verify(version)
         load_version(store, version, SearchKnobs())
-        if cfg.feast.enabled:
-            from feature_repo.publish import publish_to_feast
+        if cfg.feast.enabled:  # SQLite: the base's slot + the new rows; else everything
+            from feature_repo.derive import publish_derived
 
-            publish_to_feast(cfg, store, version)
+            publish_derived(cfg, store, version, base_version, new_ids)
         record = store.published_record(base_version) or {}
         store.mark_published(version, {"build": record.get("build"),
                                        "feast": feast_fingerprint(cfg),
@@ -310,8 +311,8 @@ def add_items(cfg: XembConfig, file: Path, *, wait: bool = False) -> dict[str, A
     with RootLock(cfg.build.root, wait=wait, what="add-items"):
         base_version = store.current()
         store.require_selectable(base_version)
-        version, _, _ = _stage(store, cfg, base_version, file, clock, timings)
-        _publish(store, cfg, version, base_version)
+        version, new_ids = _stage(store, cfg, base_version, file, clock, timings)
+        _publish(store, cfg, version, base_version, new_ids)
         clock("publish")
         store.set_current(version, reason="add-items")
         _after_switch(store, cfg)

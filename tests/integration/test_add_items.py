@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from feature_repo import names
 from tests.helpers.synthetic_serving import running
 from xemb import layout
 from xemb.errors import DataValidationError
@@ -71,8 +72,6 @@ def _vectors(table: pa.Table, column: str) -> np.ndarray:
 
 
 def test_add_items_end_to_end(copied, tmp_path, capsys):
-    from feature_repo import get_feature_store, names
-
     root, config = copied
     store = VersionStore(root)
     base = store.current()
@@ -121,11 +120,17 @@ def test_add_items_end_to_end(copied, tmp_path, capsys):
         assert not len(user.unknown_item_ids) and np.isfinite(user.vector).all()
         assert client.get_item_embeddings(new_ids).found.all()
 
-    fs = get_feature_store(root)
-    got = fs.get_online_features(features=[f"{names.ITEM_VIEW}:full"],
-                                 entity_rows=[{names.ITEM_KEY: int(i)} for i in
-                                              added.column("item_id").to_pylist()]).to_dict()
+    got = _feast(root, added.column("item_id").to_numpy(), ["full", names.VERSION_FIELD])
     assert np.asarray(got["full"], np.float32).tobytes() == full.astype(np.float32).tobytes()
+    assert set(got[names.VERSION_FIELD]) == {version}
+
+
+def _feast(root, ids, features) -> dict:
+    from feature_repo import get_feature_store
+
+    fs = get_feature_store(root)
+    return fs.get_online_features(features=[f"{names.ITEM_VIEW}:{f}" for f in features],
+                                  entity_rows=[{names.ITEM_KEY: int(i)} for i in ids]).to_dict()
 
 
 def test_add_items_again_builds_on_the_derived_version(copied, tmp_path, capsys):
@@ -135,9 +140,18 @@ def test_add_items_again_builds_on_the_derived_version(copied, tmp_path, capsys)
     first = _run_cli(capsys, config, file)["version"]
     file, ids, _ = _new_items_file(store, tmp_path, n=3)
     out = _run_cli(capsys, config, file)
-    assert out["derived_from"] == first and store.current() == out["version"]
-    assert store.manifest(out["version"]).counts["items"] == \
-        store.manifest(first).counts["items"] + 3
+    version = out["version"]
+    assert out["derived_from"] == first and store.current() == version
+    assert store.manifest(version).counts["items"] == store.manifest(first).counts["items"] + 3
+    # the first derived version's ready slot seeded this one: only the new rows were written
+    metrics = json.loads((root / "feast" / "metrics" / f"{version}.json").read_text())
+    assert metrics["derived_from"] == first and metrics["rows_written"] == 3
+    table = pq.read_table(store.path(version) / layout.ITEMS)
+    some = np.concatenate([ids, table.column("item_id").to_numpy()[:5]])
+    want = table.take(pc.index_in(pa.array(some), table.column("item_id")))
+    got = _feast(root, some, ["full", names.VERSION_FIELD])
+    assert np.asarray(got["full"], np.float32).tobytes() == _vectors(want, "full").tobytes()
+    assert set(got[names.VERSION_FIELD]) == {version}
 
 
 @pytest.mark.parametrize("case,row,field", [
