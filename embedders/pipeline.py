@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from embedders.data import Dataset, load_dataset
+from embedders.distill import encode_with_student, student_key
 from embedders.encode import OnnxTextEncoder, TextEncoder, encode_items, load_encoder
 from embedders.intents import IntentLibrary, build_intents
 from embedders.models import Adapter, Composer
@@ -107,6 +108,11 @@ def _encode(ctx: BuildContext, out: Path) -> None:
     """Export the encoder first: with ``backend: onnx`` the bulk encoding runs through the
     very graph that encodes cold-start items online."""
     cfg = ctx.cfg.encoder
+    if cfg.student.enabled:  # teacher on a sample, the distilled student on the rest
+        np.save(out / "semantic.npy", encode_with_student(
+            cfg, ctx.ds.texts, out, ctx.cfg.build.root / "cache" / "encode",
+            ctx.cfg.build.parity_tol, ctx.cfg.build.threads, log))
+        return
     encoder = load_encoder(cfg)
     if cfg.export_onnx:
         from embedders.export import export_encoder
@@ -236,7 +242,8 @@ _RUNNERS: dict[str, Callable[[BuildContext, Path], None]] = {
 def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
     k: dict[str, str] = {}
     k["encode"] = stage_key(encoder_fp, ds.fingerprint, cfg.encoder.export_onnx,
-                            cfg.encoder.backend, cfg.build.parity_tol)
+                            cfg.encoder.backend, cfg.build.parity_tol,
+                            *student_key(cfg.encoder))
     k["adapt"] = stage_key(k["encode"], cfg.adapter, cfg.composer.max_len,
                            cfg.composer.heads, cfg.composer.dropout, CODE_VERSION)
     k["intents"] = stage_key(k["adapt"], cfg.intents)

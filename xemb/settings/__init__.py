@@ -65,6 +65,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for key in keys:
             if isinstance(sec.get(key), str) and not Path(sec[key]).is_absolute():
                 sec[key] = str((base / sec[key]).resolve())
+    encoder = raw.get("encoder")
+    student = encoder.get("student") if isinstance(encoder, dict) else None
+    model = student.get("model") if isinstance(student, dict) else None
+    if isinstance(model, str) and not Path(model).is_absolute():
+        student["model"] = str((base / model).resolve())  # type: ignore[index]
 
 
 def _format_validation(path: Path, exc: ValidationError) -> str:

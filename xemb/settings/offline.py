@@ -36,6 +36,43 @@ class DataConfig(_Section):
     """Seed of that sample."""
 
 
+class StudentConfig(_Section):
+    """A student encoder distilled from the configured encoder (the teacher), RGCD-Rep style:
+    the teacher encodes a sample, the student learns to match it and encodes the rest."""
+
+    enabled: bool = False
+    """Distill a student and let it encode every item outside the teacher sample; the student
+    becomes the published ``encoder/`` (cold start in ``EncodeItems`` uses it)."""
+    layers: int = Field(2, ge=1)
+    """Default student: the teacher's first this-many transformer layers (and its embeddings
+    and tokenizer)."""
+    model: Path | None = None
+    """A smaller local checkpoint to use as the student instead (its own tokenizer; a linear
+    projection is added when its width differs from the teacher's)."""
+    teacher_sample: int = Field(2000, ge=8)
+    """Items the teacher encodes (a seeded sample); the student is trained on them."""
+    holdout: float = Field(0.1, gt=0, lt=1)
+    """Share of the teacher sample held out of training, to measure cos(student, teacher)."""
+    epochs: int = Field(3, ge=1)
+    """Training passes over the teacher sample."""
+    batch_size: int = Field(64, ge=2)
+    """Items per training step (also the in-batch set of the relational loss)."""
+    lr: float = Field(1e-4, gt=0)
+    """AdamW learning rate."""
+    relational_weight: float = Field(1.0, ge=0)
+    """Weight of the in-batch relational loss (KL between the teacher's and the student's
+    softmax over in-batch similarities) beside the cosine loss."""
+    temperature: float = Field(0.05, gt=0)
+    """Temperature of that softmax."""
+    quantize: bool = True
+    """Publish the student's ONNX graph with dynamic int8 weight quantization."""
+    int8_min_cos: float = Field(0.98, gt=0, le=1)
+    """Parity of the int8 graph: the lowest cosine allowed between its vectors and the fp32
+    student's on the export sample (the build fails below it)."""
+    seed: int = 0
+    """Seed of the sample, the held-out split and training."""
+
+
 class EncoderConfig(_Section):
     type: Literal["text", "clip"] = "text"
     """``text``: AutoModel + mean/CLS pooling; ``clip``: CLIP-style text+image model."""
@@ -55,6 +92,8 @@ class EncoderConfig(_Section):
     export_onnx: bool = True
     """Export the encoder to ONNX into each version, for cold-start encoding without torch
     (needed by ``backend: onnx``)."""
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    """Distilled student encoder (off by default; ``type: text`` only)."""
 
 
 class AdapterConfig(_Section):

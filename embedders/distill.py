@@ -1,0 +1,271 @@
+"""distill: a light student encoder trained to reproduce the teacher's vectors (RGCD-Rep style).
+
+The teacher (the configured ``encoder``) encodes a seeded sample of the items; the student (the
+teacher's first ``k`` layers, or a smaller local checkpoint) learns on that sample with a cosine
+loss plus in-batch relational KD (its softmax over in-batch similarities matches the teacher's),
+is exported to ONNX (optionally int8, parity then checked as cosine), and encodes every other
+item. The student is what a version publishes as ``encoder/``, so cold start uses it too.
+``cos(student, teacher)`` is measured on sample items held out of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from embedders.encode import (
+    OnnxTextEncoder,
+    TextEncoder,
+    TextPooler,
+    _load_tokenizer,
+    _model_fingerprint,
+    _sorted_batches,
+    encode_items,
+)
+from xemb import layout
+from xemb.errors import ConfigError, ParityError
+from xemb.settings.offline import EncoderConfig, StudentConfig
+
+__all__ = ["StudentEncoder", "distill_loss", "student_key", "encode_with_student",
+           "held_out_cos", "quantize_int8", "student_record", "RECORD"]
+
+RECORD = "distill.json"  # in the encode stage's output: what the manifest reports
+FP32_ONNX = "student/model.fp32.onnx"
+CODE_VERSION = "1"  # bump when a change to the distillation changes its output
+
+
+def student_key(cfg: EncoderConfig) -> list[object]:
+    """What the encode stage's output also depends on when a student is on (nothing if off);
+    the student checkpoint counts by content, not by where it lives."""
+    s = cfg.student
+    if not s.enabled:
+        return []
+    ckpt = _model_fingerprint(s.model, cfg) if s.model else None
+    return [s.model_dump(mode="json", exclude={"model"}), ckpt, CODE_VERSION]
+
+
+def _depth(encoder: TextEncoder) -> int:
+    """Transformer layers of a text encoder's checkpoint (0 if it does not say)."""
+    config = getattr(encoder.module.model, "config", None)
+    return int(getattr(config, "num_hidden_layers", 0) or 0)
+
+
+class StudentPooler(torch.nn.Module):
+    """Student transformer + pooling (+ a projection to the teacher's width) + L2 norm."""
+
+    def __init__(self, model: torch.nn.Module, pooling: str, width: int, target: int) -> None:
+        super().__init__()
+        self.pooler = TextPooler(model, pooling)
+        self.proj = torch.nn.Linear(width, target) if width != target else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.pooler(input_ids, attention_mask)
+        return x if self.proj is None else F.normalize(self.proj(x), dim=-1)
+
+
+class StudentEncoder:
+    """The student, with the interface of a ``TextEncoder`` (tokenize, module, encode)."""
+
+    def __init__(self, cfg: EncoderConfig, teacher: TextEncoder) -> None:
+        from transformers import AutoModel
+
+        s = cfg.student
+        self.cfg = cfg
+        self.path = s.model or teacher.path
+        if not self.path.is_dir():
+            raise ConfigError(f"encoder.student.model: no such folder {self.path}")
+        extra = {} if s.model else {"num_hidden_layers": s.layers}
+        if not s.model:
+            depth = _depth(teacher)
+            if depth and s.layers >= depth:
+                raise ConfigError(f"encoder.student.layers: {s.layers} is not fewer than the "
+                                  f"teacher's {depth} layers")
+        self.tokenizer = _load_tokenizer(self.path)
+        torch.manual_seed(s.seed)
+        try:
+            model = AutoModel.from_pretrained(str(self.path), local_files_only=True, **extra)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"encoder.student: cannot load {self.path}: {exc}") from exc
+        self.module = StudentPooler(model, cfg.pooling, int(model.config.hidden_size),
+                                    teacher.dim).eval()
+        self.dim = teacher.dim
+        self.layers = int(model.config.num_hidden_layers)
+        self.fingerprint = ""  # set once trained (it depends on the training data)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True,
+                             max_length=self.cfg.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        batches = _sorted_batches(texts, self.cfg.batch_size)
+        for idx in tqdm(batches, desc="encode (student)", unit="batch",
+                        disable=len(batches) < 2):
+            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
+        return out
+
+
+def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float,
+                 temperature: float) -> torch.Tensor:
+    """``1 - cos(s, t)`` per item, plus KL(teacher || student) between their softmaxes over
+    each item's in-batch similarities (the diagonal left out). Rows are unit length."""
+    loss = (1 - (s * t).sum(-1)).mean()
+    n = len(s)
+    if relational_weight == 0 or n < 3:
+        return loss
+    off = ~torch.eye(n, dtype=torch.bool, device=s.device)
+    ls = ((s @ s.T)[off].view(n, n - 1) / temperature).log_softmax(-1)
+    lt = ((t @ t.T)[off].view(n, n - 1) / temperature).log_softmax(-1)
+    return loss + relational_weight * F.kl_div(ls, lt, log_target=True, reduction="batchmean")
+
+
+def train_student(student: StudentEncoder, texts: list[str], targets: np.ndarray,
+                  log: Callable[[str], None]) -> list[float]:
+    """Fit the student to the teacher's vectors; returns the mean loss of each epoch."""
+    s = student.cfg.student
+    module = student.module.eval()  # dropout off: the targets are deterministic
+    opt = torch.optim.AdamW(module.parameters(), lr=s.lr)
+    gen = torch.Generator().manual_seed(s.seed)
+    target = torch.from_numpy(targets)
+    losses = []
+    for epoch in range(s.epochs):
+        perm, total, steps = torch.randperm(len(texts), generator=gen), 0.0, 0
+        for b in range(0, len(texts), s.batch_size):
+            idx = perm[b:b + s.batch_size]
+            pred = module(**student.tokenize([texts[i] for i in idx]))
+            loss = distill_loss(pred, target[idx], s.relational_weight, s.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        losses.append(round(total / max(steps, 1), 5))
+        log(f"distill: epoch {epoch + 1}/{s.epochs} loss {losses[-1]:.4f}")
+    return losses
+
+
+def held_out_cos(student: StudentEncoder, texts: list[str], teacher: np.ndarray) -> float:
+    """Mean cosine between the student's and the teacher's vectors of the same items."""
+    if not texts:
+        return float("nan")
+    return float((student.encode(texts) * teacher).sum(1).mean())
+
+
+def quantize_int8(fp32: Path, dst: Path) -> None:
+    """Dynamic int8 quantization of the weights (activations stay float, quantized per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8)
+
+
+def _int8_parity(student: StudentEncoder, onnx: Path, texts: list[str], floor: float) -> float:
+    """Lowest cosine between the fp32 student (torch) and its int8 graph on ``texts``."""
+    ref = student.encode(texts)
+    got = OnnxTextEncoder(student, onnx).encode(texts)  # type: ignore[arg-type]
+    worst = float((ref * got).sum(1).min())
+    if not worst >= floor:
+        raise ParityError(f"{onnx.name}: int8 student vectors reach only cosine {worst:.4f} "
+                          f"with fp32 (encoder.student.int8_min_cos {floor})")
+    return worst
+
+
+def _export(student: StudentEncoder, out: Path, texts: list[str], tol: float) -> dict:
+    """fp32 ONNX with parity against torch; with ``quantize``, the published graph is int8."""
+    from embedders.export import export_encoder
+
+    s = student.cfg.student
+    rec: dict = {"parity_max_abs": export_encoder(student, out, texts, tol,
+                                                  student.cfg.max_length)}
+    if s.quantize:
+        fp32 = out / FP32_ONNX
+        fp32.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out / layout.ENCODER_ONNX, fp32)
+        quantize_int8(fp32, out / layout.ENCODER_ONNX)
+        rec["int8_min_cos"] = round(_int8_parity(student, out / layout.ENCODER_ONNX, texts,
+                                                 s.int8_min_cos), 6)
+    rec["precision"] = "int8" if s.quantize else "fp32"
+    meta = json.loads((out / layout.ENCODER_META).read_text())
+    meta["student"] = {"layers": student.layers, "precision": rec["precision"]}
+    (out / layout.ENCODER_META).write_text(json.dumps(meta, indent=2))
+    return rec
+
+
+def _split(n: int, s: StudentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(held-out, training, student-encoded) item rows: a seeded sample for the teacher."""
+    perm = np.random.default_rng(s.seed).permutation(n)
+    sample = perm[: min(s.teacher_sample, n)]
+    n_hold = max(1, round(s.holdout * len(sample)))
+    return np.sort(sample[:n_hold]), np.sort(sample[n_hold:]), np.sort(perm[len(sample):])
+
+
+def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_dir: Path,
+                        parity_tol: float, threads: int | None,
+                        log: Callable[[str], None]) -> np.ndarray:
+    """Teacher vectors for the sample, student vectors for the rest; the student's ONNX export
+    (``encoder/``) and ``distill.json`` (held-out cosine, timings) land in ``out``."""
+    if cfg.type != "text":
+        raise ConfigError("encoder.student needs encoder.type: text")
+    teacher = TextEncoder(cfg)
+    hold, train, rest = _split(len(texts), cfg.student)
+    sample = np.sort(np.concatenate([hold, train]))
+    t0 = time.perf_counter()
+    vec = np.zeros((len(texts), teacher.dim), np.float32)
+    vec[sample], n_new = encode_items(teacher, [texts[i] for i in sample], None, cache_dir)
+    t_teacher = time.perf_counter() - t0
+    student = StudentEncoder(cfg, teacher)
+    hold_texts = [texts[i] for i in hold]
+    rec: dict = {"teacher_items": len(sample), "teacher_encoded": n_new,
+                 "held_out": len(hold), "trained_on": len(train), "student_items": len(rest),
+                 "layers": {"teacher": _depth(teacher),
+                            "student": student.layers},
+                 "cos_untrained": round(held_out_cos(student, hold_texts, vec[hold]), 6)}
+    t0 = time.perf_counter()
+    rec["loss"] = train_student(student, [texts[i] for i in train], vec[train], log)
+    rec["train_s"] = round(time.perf_counter() - t0, 2)
+    rec["cos_held_out"] = round(held_out_cos(student, hold_texts, vec[hold]), 6)
+    student.fingerprint = _fingerprint(teacher.fingerprint, cfg, texts, sample)
+    log(f"distill: cos(student, teacher) on {len(hold)} held-out items "
+        f"{rec['cos_untrained']:.4f} untrained -> {rec['cos_held_out']:.4f}")
+    bulk: StudentEncoder | OnnxTextEncoder = student
+    if cfg.export_onnx:
+        rec["export"] = _export(student, out, texts[:64], parity_tol)
+        if cfg.backend == "onnx":
+            bulk = OnnxTextEncoder(student, out / layout.ENCODER_ONNX,  # type: ignore[arg-type]
+                                   threads)
+    t0 = time.perf_counter()
+    if len(rest):
+        vec[rest] = bulk.encode([texts[i] for i in rest])
+    if bulk is not student:  # the graph that encodes the rest and cold-start items
+        rec["cos_held_out_served"] = round(float(
+            (bulk.encode(hold_texts) * vec[hold]).sum(1).mean()), 6)
+    rec["timings_s"] = {"teacher": round(t_teacher, 2), "student": round(time.perf_counter()
+                                                                         - t0, 2)}
+    rec["fingerprint"] = student.fingerprint
+    (out / RECORD).write_text(json.dumps(rec, indent=2))
+    return vec
+
+
+def _fingerprint(teacher_fp: str, cfg: EncoderConfig, texts: list[str],
+                 sample: np.ndarray) -> str:
+    h = hashlib.sha256(teacher_fp.encode())
+    h.update(json.dumps(student_key(cfg), sort_keys=True, default=str).encode())
+    for i in sample:
+        h.update(texts[i].encode("utf-8") + b"\0")
+    return "student-" + h.hexdigest()[:16]
+
+
+def student_record(encode_out: Path) -> dict | None:
+    """The encode stage's distillation record (None when no student was trained)."""
+    path = encode_out / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None

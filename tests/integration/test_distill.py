@@ -1,0 +1,111 @@
+"""Issue 8 (distill): a student (the teacher's first 2 of 4 layers) distilled on the tiny slice,
+built end to end; the published encoder, hence cold start, is the int8 student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STUDENT = {"enabled": True, "layers": 2, "teacher_sample": 300, "holdout": 0.15,
+           "epochs": 3, "lr": 1e-3, "batch_size": 32, "quantize": True}
+
+
+def make_teacher(dst: Path) -> Path:
+    """A 4-layer tiny BERT whose upper layers change its output (a larger init than BERT's
+    0.02, whose layers are nearly the identity: its first 2 layers would already match)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from embedders.encode import default_model_path
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=4,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                     initializer_range=0.2)
+    BertModel(cfg).save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+    pytest.importorskip("torch", reason="needs the 'offline' extra")
+    from conftest import write_config
+
+    from embedders.pipeline import build
+    from xemb.settings import load_config
+
+    folder = tmp_path_factory.mktemp("student")
+    (folder / "data").symlink_to(tiny_slice)
+    teacher = make_teacher(folder / "teacher")
+    cfg = load_config(write_config(folder, {"encoder": {"model": str(teacher),
+                                                        "student": STUDENT}}))
+    return cfg, build(cfg)
+
+
+def test_student_build_records_held_out_cosine(student_build) -> None:
+    _, manifest = student_build
+    rec = manifest.metrics["student"]
+    assert rec["layers"] == {"teacher": 4, "student": 2}
+    assert rec["teacher_items"] == 300 and rec["held_out"] == 45 and rec["trained_on"] == 255
+    assert rec["student_items"] == manifest.counts["items"] - 300
+    # training helps, and the int8 graph that encodes the rest keeps what training gained
+    assert rec["cos_held_out"] > rec["cos_untrained"] + 0.2, rec
+    assert abs(rec["cos_held_out_served"] - rec["cos_held_out"]) < 0.02, rec
+    assert manifest.models["encoder"]["student"] is True
+    assert manifest.models["encoder"]["precision"] == "int8"
+
+
+def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from embedders.distill import FP32_ONNX
+    from embedders.pipeline import prepare
+
+    cfg, manifest = student_build
+    ctx = prepare(cfg)
+    out = ctx.out("encode")
+    assert manifest.metrics["student"]["export"]["int8_min_cos"] >= 0.98
+    int8, fp32 = out / "encoder" / "model.onnx", out / FP32_ONNX
+    assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights
+    tok = Tokenizer.from_file(str(out / "encoder" / "tokenizer.json"))
+    tok.enable_padding(pad_id=0)
+    encs = tok.encode_batch(ctx.ds.texts[-50:])
+    feed = {"input_ids": np.array([e.ids for e in encs], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encs], np.int64)}
+    a, b = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (int8, fp32))
+    assert (a * b).sum(1).min() > 0.98
+
+
+def test_cold_start_encoder_is_the_student(student_build) -> None:
+    """EncodeItems encodes through the version's encoder/: the student's vectors (its ONNX
+    graph), not the teacher's."""
+    from embedders.distill import _split
+    from embedders.encode import TextEncoder
+    from embedders.pipeline import prepare
+    from serving.models import ColdStartEncoder
+    from xemb import layout
+    from xemb.store import VersionStore
+
+    cfg, manifest = student_build
+    vdir = VersionStore(cfg.build.root).path(manifest.version)
+    meta = json.loads((vdir / layout.ENCODER_META).read_text())
+    assert meta["student"] == {"layers": 2, "precision": "int8"}
+    ctx = prepare(cfg)
+    _, _, rest = _split(len(ctx.ds.texts), cfg.encoder.student)
+    rows = rest[:40]
+    served = ColdStartEncoder(vdir / "encoder", vdir / layout.ADAPTER_ONNX).semantic(
+        [ctx.ds.texts[i] for i in rows])
+    semantic = ctx.semantic()
+    # the build's student rows (int8 quantizes activations per call, over the whole batch:
+    # another batch gives the same text a vector a little off, cosine ~0.9999)
+    assert (served * semantic[rows]).sum(1).min() > 0.999
+    teacher = TextEncoder(cfg.encoder).encode([ctx.ds.texts[i] for i in rows])
+    assert (served * teacher).sum(1).mean() < 0.99  # ... which are not the teacher's
