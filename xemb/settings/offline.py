@@ -96,6 +96,28 @@ class EncoderConfig(_Section):
     """Distilled student encoder (off by default; ``type: text`` only)."""
 
 
+class DescribeConfig(_Section):
+    """Generated item descriptions (SemaCDR/AIR): a local causal LM writes, per prompt, one
+    text per item. Off by default; not yet wired into the encoder (see README)."""
+
+    enabled: bool = False
+    """Run the describe stage."""
+    model: Path | None = None
+    """Local ``AutoModelForCausalLM`` checkpoint folder (with its tokenizer)."""
+    prompts: dict[str, str] = Field(default_factory=lambda: {
+        "description_general": "Describe this product for any shopper in one sentence: "
+                               "{title}\nDescription:",
+        "description_domain": "Describe this {domain} product for a {domain} shopper in one "
+                              "sentence: {title}\nDescription:"}, min_length=1)
+    """Output column -> prompt template; ``{title}``, ``{domain}`` and any item field."""
+    max_new_tokens: int = Field(48, ge=1, le=1024)
+    """Most tokens generated per item."""
+    max_prompt_tokens: int = Field(256, ge=8)
+    """Prompts are truncated (from the left) to this many tokens."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts per ``generate`` call (left-padded)."""
+
+
 class AdapterConfig(_Section):
     dim: int = Field(64, ge=4, le=1024)
     """Content width of the transferable part, the residual and the full vector (their sum);
@@ -172,8 +194,8 @@ class ComposerConfig(_Section):
     """Most fine-tuning epochs; the best epoch on valid is kept."""
     patience: int = Field(1, ge=1)
     """Stop after this many epochs without a better valid score."""
-    prior_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0],
-                                      min_length=1)
+    prior_scales: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], min_length=1)
     """Candidate weights of the item prior in the served score (the user vector's last
     coordinate); the build keeps the one with the best valid score."""
     batch_tokens: int = Field(2048, ge=16)
