@@ -10,11 +10,12 @@ item. The student is what a version publishes as ``encoder/``, so cold start use
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,18 @@ def student_key(cfg: EncoderConfig) -> list[object]:
         return []
     ckpt = _model_fingerprint(s.model, cfg) if s.model else None
     return [s.model_dump(mode="json", exclude={"model"}), ckpt, CODE_VERSION]
+
+
+@contextlib.contextmanager
+def _quiet_load() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _depth(encoder: TextEncoder) -> int:
@@ -92,7 +105,9 @@ class StudentEncoder:
         self.tokenizer = _load_tokenizer(self.path)
         torch.manual_seed(s.seed)
         try:
-            model = AutoModel.from_pretrained(str(self.path), local_files_only=True, **extra)
+            with _quiet_load():  # the unused upper layers are reported otherwise
+                model = AutoModel.from_pretrained(str(self.path), local_files_only=True,
+                                                  **extra)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"encoder.student: cannot load {self.path}: {exc}") from exc
         self.module = StudentPooler(model, cfg.pooling, int(model.config.hidden_size),

@@ -15,6 +15,7 @@ from xemb.settings.offline import (
     BuildConfig,
     ComposerConfig,
     DataConfig,
+    DescribeConfig,
     EncoderConfig,
     EvalConfig,
     GateConfig,
@@ -32,6 +33,8 @@ class XembConfig(BaseModel):
     """Input tables."""
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     """Frozen (M)LLM that turns item text/images into semantic vectors."""
+    describe: DescribeConfig = Field(default_factory=DescribeConfig)
+    """Generated item descriptions (optional, off by default)."""
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     """Transferable + residual adapter."""
     intents: IntentsConfig = Field(default_factory=IntentsConfig)
@@ -51,6 +54,7 @@ class XembConfig(BaseModel):
 
 
 _PATH_FIELDS = {"data": ("path", "items", "events"), "encoder": ("model",),
+                "describe": ("model",),
                 "build": ("root",), "feast": ("repo_path",),
                 "serving": ("tls_cert_file", "tls_key_file", "tls_client_ca_file",
                             "auth_tokens_file")}
