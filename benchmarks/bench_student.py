@@ -1,0 +1,106 @@
+"""Teacher vs distilled student: encode items/s under torch and ONNX Runtime, fp32 and int8,
+on a sample of titles, one table (issue 8).
+
+    python benchmarks/bench_student.py -c examples/food-kitchen/xemb-student.yaml
+
+The student is the trained one from the config's build root when its encode stage is there
+(its held-out cos(student, teacher) is then printed too); otherwise the teacher's first k
+layers untrained, which run at the same speed. ONNX graphs are exported into a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from embedders.distill import FP32_ONNX, StudentEncoder, quantize_int8, student_record  # noqa: E402
+from embedders.encode import OnnxTextEncoder, TextEncoder  # noqa: E402
+from embedders.export import export_encoder  # noqa: E402
+from xemb import layout  # noqa: E402
+from xemb.settings import load_config  # noqa: E402
+
+
+def _rate(encoder, texts: list[str]) -> tuple[float, np.ndarray]:  # type: ignore[no-untyped-def]
+    encoder.encode(texts[:64])  # warm-up
+    t0 = time.perf_counter()
+    out = encoder.encode(texts)
+    return len(texts) / (time.perf_counter() - t0), out
+
+
+def _trained_graphs(cfg) -> tuple[Path, Path, dict] | None:  # type: ignore[no-untyped-def]
+    """The build's student graphs (fp32, int8) and its distillation record, if built."""
+    from embedders.pipeline import prepare
+
+    ctx = prepare(cfg)
+    if not ctx.cache.has("encode", ctx.keys["encode"]):
+        return None
+    out = ctx.out("encode")
+    rec = student_record(out)
+    if rec is None or not (out / FP32_ONNX).is_file():
+        return None
+    return out / FP32_ONNX, out / layout.ENCODER_ONNX, rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-c", "--config", required=True)
+    ap.add_argument("--root", help="build root (default: the config's)")
+    ap.add_argument("-n", type=int, default=1000, help="titles encoded")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    cfg = load_config(args.config, {"build.root": args.root} if args.root else None)
+    torch.set_num_threads(args.threads)
+    from embedders.data import load_dataset
+
+    texts = load_dataset(cfg.data).texts
+    texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:args.n]]
+    teacher, tmp = TextEncoder(cfg.encoder), Path(tempfile.mkdtemp(prefix="bench-student-"))
+    student = StudentEncoder(cfg.encoder, teacher)
+    built = _trained_graphs(cfg)
+    if built is None:
+        export_encoder(student, tmp / "s", texts, 1e-4, cfg.encoder.max_length)
+        quantize_int8(tmp / "s" / layout.ENCODER_ONNX, tmp / "s" / "int8.onnx")
+        s32, s8, rec = tmp / "s" / layout.ENCODER_ONNX, tmp / "s" / "int8.onnx", None
+    else:
+        s32, s8, rec = built
+    export_encoder(teacher, tmp / "t", texts, 1e-4, cfg.encoder.max_length)
+    quantize_int8(tmp / "t" / layout.ENCODER_ONNX, tmp / "t" / "int8.onnx")
+    runs = {("teacher", "torch", "fp32"): teacher,
+            ("teacher", "onnx", "fp32"): OnnxTextEncoder(teacher, tmp / "t" / layout.ENCODER_ONNX,
+                                                        args.threads),
+            ("teacher", "onnx", "int8"): OnnxTextEncoder(teacher, tmp / "t" / "int8.onnx",
+                                                        args.threads),
+            ("student", "onnx", "fp32"): OnnxTextEncoder(student, s32,  # type: ignore[arg-type]
+                                                        args.threads),
+            ("student", "onnx", "int8"): OnnxTextEncoder(student, s8,  # type: ignore[arg-type]
+                                                        args.threads)}
+    if built is None:  # torch student = the untrained first k layers (same speed)
+        runs[("student", "torch", "fp32")] = student
+    results = {k: _rate(enc, texts) for k, enc in runs.items()}
+    ref_rate, ref = results[("teacher", "torch", "fp32")]
+    print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{len(texts)} titles, batch {cfg.encoder.batch_size}, "
+          f"student = first {student.layers} layers ({'trained' if built else 'untrained'})")
+    print(f"{'model':8} {'backend':8} {'dtype':6} {'items/s':>9} {'x teacher':>10} "
+          f"{'cos vs teacher torch':>21}")
+    for (who, backend, dtype), (rate, vec) in results.items():
+        cos = float((vec * ref).sum(1).mean())
+        print(f"{who:8} {backend:8} {dtype:6} {rate:9.0f} {rate / ref_rate:10.2f} {cos:21.4f}")
+    if rec is not None:
+        print(f"held-out cos(student, teacher) from the build: {rec['cos_held_out']:.4f} "
+              f"(served int8 graph {rec.get('cos_held_out_served', float('nan')):.4f}, "
+              f"untrained {rec['cos_untrained']:.4f}, {rec['held_out']} items)")
+
+
+if __name__ == "__main__":
+    main()
