@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-c", "--config", type=Path, required=True)
     ap.add_argument("--root", type=Path, required=True, help="where variants are built")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--data", default=None, choices=sorted(DATASETS),
+                    help="ablations: build them on this food-kitchen variant (cheaper)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from xemb.settings import load_config
@@ -159,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         root = args.root / args.kind / name
         _share_encode_cache(args.root, root)
         data = None
-        if args.kind == "datasets" and name != "full":
-            data = _write_variant(base_cfg.data.path, args.root / "data" / name, name)
+        variant = name if args.kind == "datasets" else args.data
+        if variant and variant != "full":
+            data = _write_variant(base_cfg.data.path, args.root / "data" / variant, variant)
         cfg = _variant_config(args.config, root, overrides, data)
         print(f"[quality] {args.kind}: {name} ({desc})", file=sys.stderr, flush=True)
         splits = ("valid", "test") if args.kind == "ablations" else ("valid",)
