@@ -256,8 +256,7 @@ def _publish(store: VersionStore, cfg: XembConfig, version: str, base_version: s
     from serving.version import load_version
 
     try:
-        store.verify(version)
-        load_version(store, version, SearchKnobs())
+        load_version(store, version, SearchKnobs())  # verifies every checksum first
         if cfg.feast.enabled:  # SQLite: the base's slot + the new rows; else everything
             from feature_repo.derive import publish_derived
 
