@@ -227,6 +227,18 @@ def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: 
     return loss
 
 
+def _init_prior(adapter: Adapter, data: TrainInputs, tau: float) -> None:
+    """Start each seen item's prior at ``tau * log(1 + training count)`` (score units: a logit
+    of ``log(1 + count)``), so the prior carries popularity from the first step; training
+    then corrects it. With little data (few steps) a prior learned from zero barely moves."""
+    if adapter.item_bias is None:
+        return
+    counts = np.bincount(np.concatenate(data.sequences), minlength=len(data.domain)) \
+        if data.sequences else np.zeros(len(data.domain))
+    with torch.no_grad():
+        adapter.item_bias.weight[:, 0] = torch.from_numpy(tau * np.log1p(counts)).float()
+
+
 def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,
                   evaluate: Callable[[Adapter, Composer], dict] | None = None
                   ) -> tuple[Adapter, Composer, Fit]:
@@ -239,6 +251,7 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
                       cfg.dropout, cfg.residual, cfg.prior)
     composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
                         composer_cfg.dropout, cfg.prior, composer_cfg.recency)
+    _init_prior(adapter, data, cfg.temperature)
     opt = _optimizer([adapter, composer], cfg.lr, cfg.weight_decay)
     negs = _Negatives(data, cfg.negatives, cfg.logq)
 
