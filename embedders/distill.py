@@ -177,11 +177,13 @@ def held_out_cos(student: StudentEncoder, texts: list[str], teacher: np.ndarray)
 
 
 def quantize_int8(fp32: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the weights (activations stay float, quantized per call)."""
+    """Dynamic int8 quantization of the weights (activations quantized per call), one scale
+    per output channel: per-tensor scales cost MiniLM cosine 0.96 (min 0.93) against fp32,
+    per-channel 0.99 (min 0.986) on food-kitchen titles."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def _int8_parity(student: StudentEncoder, onnx: Path, texts: list[str], floor: float) -> float:

@@ -105,7 +105,7 @@ def test_cold_start_encoder_is_the_student(student_build) -> None:
         [ctx.ds.texts[i] for i in rows])
     semantic = ctx.semantic()
     # the build's student rows (int8 quantizes activations per call, over the whole batch:
-    # another batch gives the same text a vector a little off, cosine ~0.9999)
-    assert (served * semantic[rows]).sum(1).min() > 0.999
+    # another batch gives the same text a vector a little off, cosine ~0.999)
+    assert (served * semantic[rows]).sum(1).min() > 0.995
     teacher = TextEncoder(cfg.encoder).encode([ctx.ds.texts[i] for i in rows])
     assert (served * teacher).sum(1).mean() < 0.99  # ... which are not the teacher's
