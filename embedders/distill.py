@@ -75,10 +75,11 @@ def _depth(encoder: TextEncoder) -> int:
 class StudentPooler(torch.nn.Module):
     """Student transformer + pooling (+ a projection to the teacher's width) + L2 norm."""
 
-    def __init__(self, model: torch.nn.Module, pooling: str, width: int, target: int) -> None:
+    def __init__(self, model: torch.nn.Module, pooling: str, width: int, target: int,
+                 projection: bool) -> None:
         super().__init__()
         self.pooler = TextPooler(model, pooling)
-        self.proj = torch.nn.Linear(width, target) if width != target else None
+        self.proj = torch.nn.Linear(width, target) if projection or width != target else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.pooler(input_ids, attention_mask)
@@ -111,7 +112,7 @@ class StudentEncoder:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"encoder.student: cannot load {self.path}: {exc}") from exc
         self.module = StudentPooler(model, cfg.pooling, int(model.config.hidden_size),
-                                    teacher.dim).eval()
+                                    teacher.dim, s.projection).eval()
         self.dim = teacher.dim
         self.layers = int(model.config.num_hidden_layers)
         self.fingerprint = ""  # set once trained (it depends on the training data)
@@ -143,6 +144,22 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float,
     ls = ((s @ s.T)[off].view(n, n - 1) / temperature).log_softmax(-1)
     lt = ((t @ t.T)[off].view(n, n - 1) / temperature).log_softmax(-1)
     return loss + relational_weight * F.kl_div(ls, lt, log_target=True, reduction="batchmean")
+
+
+@torch.inference_mode()
+def init_projection(student: StudentEncoder, texts: list[str], targets: np.ndarray,
+                    ridge: float = 0.1) -> None:
+    """Least-squares map from the student's pooled vectors to the teacher's (a good start:
+    the head then only fine-tunes)."""
+    proj = student.module.proj
+    if proj is None or not texts:
+        return
+    x = torch.cat([student.module.pooler(**student.tokenize(texts[i:i + 256]))
+                   for i in range(0, len(texts), 256)]).double()
+    y = torch.from_numpy(targets).double()
+    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+    proj.weight.copy_(w.T.to(proj.weight.dtype))
+    proj.bias.zero_()
 
 
 def train_student(student: StudentEncoder, texts: list[str], targets: np.ndarray,
@@ -248,6 +265,9 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
                             "student": student.layers},
                  "cos_untrained": round(held_out_cos(student, hold_texts, vec[hold]), 6)}
     t0 = time.perf_counter()
+    init_projection(student, [texts[i] for i in train], vec[train])
+    if student.module.proj is not None:
+        rec["cos_projection_init"] = round(held_out_cos(student, hold_texts, vec[hold]), 6)
     rec["loss"] = train_student(student, [texts[i] for i in train], vec[train], log)
     rec["train_s"] = round(time.perf_counter() - t0, 2)
     rec["cos_held_out"] = round(held_out_cos(student, hold_texts, vec[hold]), 6)

@@ -12,7 +12,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 STUDENT = {"enabled": True, "layers": 2, "teacher_sample": 300, "holdout": 0.15,
-           "epochs": 3, "lr": 1e-3, "batch_size": 32, "quantize": True}
+           "epochs": 3, "lr": 1e-3, "batch_size": 32, "quantize": True, "projection": True,
+           "int8_min_cos": 0.95}
 
 
 def make_teacher(dst: Path) -> Path:
@@ -57,6 +58,7 @@ def test_student_build_records_held_out_cosine(student_build) -> None:
     assert rec["student_items"] == manifest.counts["items"] - 300
     # training helps, and the int8 graph that encodes the rest keeps what training gained
     assert rec["cos_held_out"] > rec["cos_untrained"] + 0.2, rec
+    assert rec["cos_projection_init"] > rec["cos_untrained"], rec  # the ridge start helps
     assert abs(rec["cos_held_out_served"] - rec["cos_held_out"]) < 0.02, rec
     assert manifest.models["encoder"]["student"] is True
     assert manifest.models["encoder"]["precision"] == "int8"
@@ -72,7 +74,7 @@ def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
     cfg, manifest = student_build
     ctx = prepare(cfg)
     out = ctx.out("encode")
-    assert manifest.metrics["student"]["export"]["int8_min_cos"] >= 0.98
+    assert manifest.metrics["student"]["export"]["int8_min_cos"] >= 0.95
     int8, fp32 = out / "encoder" / "model.onnx", out / FP32_ONNX
     assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights
     tok = Tokenizer.from_file(str(out / "encoder" / "tokenizer.json"))
@@ -81,7 +83,7 @@ def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
     feed = {"input_ids": np.array([e.ids for e in encs], np.int64),
             "attention_mask": np.array([e.attention_mask for e in encs], np.int64)}
     a, b = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (int8, fp32))
-    assert (a * b).sum(1).min() > 0.98
+    assert (a * b).sum(1).min() > 0.95
 
 
 def test_cold_start_encoder_is_the_student(student_build) -> None:
