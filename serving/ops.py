@@ -93,7 +93,11 @@ def item_query(v: LoadedVersion, item_id: int) -> np.ndarray:
     rows, found = v.items.lookup(np.array([item_id], np.int64))
     if not found[0]:
         raise NotFound(f"item_id: unknown item {item_id}")
-    return v.items.parts["full"][rows[0]]
+    query = v.items.parts["full"][rows[0]].copy()
+    scale = v.manifest.params.get("prior_scale")
+    if v.manifest.params.get("prior") and scale is not None:
+        query[-1] = scale  # the item's content as the query, weighted by the user-side prior
+    return query
 
 
 def retrieve(v: LoadedVersion, query: np.ndarray, target: int, k: int,

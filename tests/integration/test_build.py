@@ -101,7 +101,8 @@ def test_faiss_index_per_domain(tiny_build) -> None:
     for d in tiny_build.manifest.domains:
         index = faiss.read_index(str(vdir / layout.index_file(d)))
         assert index.ntotal == (dom == d).sum()
-        q = full[dom == d][:3]
+        q = full[dom == d][:3].copy()
+        q[:, -1] = 0.0  # content only: the last coordinate is the item prior
         _, found = index.search(q, 1)
         assert found[:, 0].tolist() == ids[dom == d][:3].tolist()
 
@@ -117,11 +118,13 @@ def test_eval_cli_prints_one_json_object(tiny_build) -> None:
                           str(tiny_build.config_path), "--split", "test"],
                          capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(out.stdout)
-    assert set(result) == {*tiny_build.manifest.domains, "baselines"}
+    assert set(result) == {*tiny_build.manifest.domains, "baselines", "variants",
+                           "selected_on_valid"}
+    assert set(result["variants"]) == {"prior_weight_0"}
     for d in tiny_build.manifest.domains:
         assert set(result[d]) == {"HR@10", "NDCG@10", "Recall@50", "n"}
         assert 0.0 <= result[d]["HR@10"] <= 1.0
-    assert set(result["baselines"]) == {"popularity", "text_last5"}
+    assert set(result["baselines"]) == {"popularity", "text_last5", "popularity_text"}
 
 
 def test_versions_cli(tiny_build) -> None:
