@@ -146,7 +146,9 @@ def test_retrieve_by_vector_item_and_history(served, tables):
     assert item not in by_item.item_ids and len(by_item.item_ids) == 20
     assert not np.isin(by_item.item_ids, in_domain["item_id"][1:3]).any()
     assert set(items.loc[by_item.item_ids, "domain"]) == {domain}
-    q = _rows(items, "full", [item])[0]
+    q = _rows(items, "full", [item])[0].copy()
+    if manifest.params.get("prior"):  # the item's content, the user-side prior weight
+        q[-1] = manifest.params["prior_scale"]
     np.testing.assert_allclose(by_item.scores, _rows(items, "full", by_item.item_ids) @ q,
                                rtol=1e-4, atol=1e-4)
     assert (np.diff(by_item.scores) <= 1e-6).all()
