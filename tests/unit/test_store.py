@@ -78,7 +78,8 @@ def test_describe_is_json_serialisable(tmp_path: Path) -> None:
     rows = json.loads(json.dumps(store.describe()))
     assert rows == [{"version": v, "current": True, "state": "current",
                      "created_at": "2026-01-01T00:00:00+00:00",
-                     "counts": {"items": 1}, "dims": {"embedding": 4}}]
+                     "counts": {"items": 1}, "dims": {"embedding": 4},
+                     "valid": None}]  # no quality block in this manifest
 
 
 def _commit_only(store: VersionStore, payload: str) -> str:
