@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_report_file(root: Path, results: dict[str, dict]) -> None:
     """``xemb report`` reads this: the variants, and the one valid supports."""
-    from embedders.validation import valid_score
+    from embedders.evaluate import valid_score
 
     rows = [{"variant": k, "description": v["description"], "valid": v["valid"],
              "test": v.get("test")} for k, v in results.items()]

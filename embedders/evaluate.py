@@ -22,7 +22,7 @@ from xemb.errors import FailedPrecondition
 
 __all__ = ["EvalSet", "Ranks", "eval_set", "ranks", "metrics_from_ranks", "rank_metrics",
            "popularity_scores", "served_metrics", "served_items", "baseline_metrics",
-           "served_ranks", "baseline_ranks"]
+           "served_ranks", "baseline_ranks", "valid_score"]
 
 
 @dataclass
@@ -131,26 +131,13 @@ def served_metrics(version_dir: Path, ds: Dataset, split: str, max_len: int,
     service builds them), item vector = the published ``full`` column, score = dot product.
     ``prior_weight`` replaces the user vector's last coordinate (a version built with the
     item prior: 0 scores without it)."""
-    from xemb import layout
-    from xemb.composer_io import compose_batched
-
-    ids, arrays = served_items(version_dir)
-    if not np.array_equal(ids, ds.item_ids):
-        raise FailedPrecondition(f"{version_dir}: the published items are not the dataset's "
-                                 "items (was it built from another config?)")
-    es = eval_set(ds, split, n_neg, seed)
-    sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
-                                providers=["CPUExecutionProvider"])
-    users, _ = compose_batched(sess, arrays, es.histories, es.target_domain, max_len)
-    if prior_weight is not None:
-        users[:, -1] = prior_weight
-    full = arrays.full
-    return rank_metrics(lambda i, pool: full[pool] @ users[i], es, ds.item_domain, ds.domains,
-                        recall_k=recall_k)
+    r, _ = served_ranks(version_dir, ds, split, max_len, n_neg, seed, prior_weight)
+    return metrics_from_ranks(r, ds.domains, recall_k=recall_k)
 
 
 def served_ranks(version_dir: Path, ds: Dataset, split: str, max_len: int, n_neg: int = 999,
-                 seed: int = 42) -> tuple[Ranks, np.ndarray]:
+                 seed: int = 42, prior_weight: float | None = None
+                 ) -> tuple[Ranks, np.ndarray]:
     """The ranks behind :func:`served_metrics` (same vectors, same scores), and the composed
     intent weights [n, K] of each eval row (for how spread out they are)."""
     from xemb import layout
@@ -164,8 +151,17 @@ def served_ranks(version_dir: Path, ds: Dataset, split: str, max_len: int, n_neg
     sess = ort.InferenceSession(str(version_dir / layout.COMPOSER_ONNX),
                                 providers=["CPUExecutionProvider"])
     users, weights = compose_batched(sess, arrays, es.histories, es.target_domain, max_len)
+    if prior_weight is not None:
+        users[:, -1] = prior_weight
     full = arrays.full
     return ranks(lambda i, pool: full[pool] @ users[i], es, ds.item_domain), weights
+
+
+def valid_score(metrics: dict[str, dict[str, float]]) -> float:
+    """One number to select on: HR@10 averaged over target domains (each domain counts the
+    same, however many valid targets it has)."""
+    values = [m["HR@10"] for m in metrics.values()]
+    return float(np.mean(values)) if values else 0.0
 
 
 POP_TEXT_BETAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -191,8 +187,7 @@ def tuned_pop_text_beta(ds: Dataset, semantic: np.ndarray, n_neg: int = 999, see
     for beta in POP_TEXT_BETAS:
         r = ranks(_baseline_scores(ds, semantic, es, beta)["popularity_text"], es,
                   ds.item_domain)
-        m = metrics_from_ranks(r, ds.domains)
-        score = float(np.mean([v["HR@10"] for v in m.values()]))
+        score = valid_score(metrics_from_ranks(r, ds.domains))
         if score > best:
             best, best_beta = score, beta
     return best_beta

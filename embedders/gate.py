@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedders.evaluate import baseline_metrics, eval_set, rank_metrics, served_metrics
+from embedders.evaluate import (
+    baseline_metrics,
+    eval_set,
+    rank_metrics,
+    served_metrics,
+    valid_score,
+)
 from xemb.composer_io import ItemArrays, compose_batched
 from xemb.errors import XembError
 
 if TYPE_CHECKING:
     from embedders.pipeline import BuildContext
 
-__all__ = ["assess", "describe", "verdict", "mean_hr"]
+__all__ = ["assess", "describe", "verdict"]
 
 Metrics = dict[str, dict[str, float]]
-
-
-def mean_hr(m: Metrics) -> float:
-    return float(np.mean([v["HR@10"] for v in m.values()])) if m else 0.0
 
 
 def verdict(candidate: Metrics, popularity: Metrics, serving: Metrics | None,
@@ -36,7 +38,7 @@ def verdict(candidate: Metrics, popularity: Metrics, serving: Metrics | None,
                for d, m in candidate.items()
                if d in popularity and m["HR@10"] < popularity[d]["HR@10"]]
     if serving:
-        c, s = mean_hr(candidate), mean_hr(serving)
+        c, s = valid_score(candidate), valid_score(serving)
         if c < s - tolerance:
             reasons.append(f"mean HR@10 {c:.3f} is below the serving version's {s:.3f} by "
                            f"more than the tolerance {tolerance:g}")

@@ -18,11 +18,12 @@ import torch
 from embedders.data import Dataset, load_dataset
 from embedders.distill import encode_with_student, student_key
 from embedders.encode import OnnxTextEncoder, TextEncoder, encode_items, load_encoder
+from embedders.evaluate import valid_score
 from embedders.intents import IntentLibrary, build_intents
 from embedders.models import Adapter, Composer
 from embedders.stages import StageCache, stage_key
 from embedders.train import TrainInputs, train_adapter, train_composer
-from embedders.validation import Validator, valid_score
+from embedders.validation import Validator
 from xemb import layout
 from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition, InvalidArgument

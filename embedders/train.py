@@ -22,8 +22,8 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from embedders.batches import SeqBatch, sequence_batches
+from embedders.evaluate import valid_score
 from embedders.models import Adapter, Composer
-from embedders.validation import valid_score
 from xemb.settings.offline import AdapterConfig, ComposerConfig
 
 __all__ = ["Fit", "TrainInputs", "train_adapter", "train_composer", "seed_everything"]
@@ -42,11 +42,16 @@ class TrainInputs:
     n_domains: int
 
     @functools.cached_property
+    def counts(self) -> np.ndarray:
+        """Training events per item row."""
+        if not self.sequences:
+            return np.zeros(len(self.domain), np.int64)
+        return np.bincount(np.concatenate(self.sequences), minlength=len(self.domain))
+
+    @property
     def freq(self) -> np.ndarray:
         """Share of training events per item row (what in-batch candidates are drawn by)."""
-        counts = np.bincount(np.concatenate(self.sequences), minlength=len(self.domain)) \
-            if self.sequences else np.zeros(len(self.domain))
-        return counts / max(counts.sum(), 1)
+        return self.counts / max(self.counts.sum(), 1)
 
 
 # A function of the models being trained -> {domain: metrics} on the valid split.
@@ -233,10 +238,8 @@ def _init_prior(adapter: Adapter, data: TrainInputs, tau: float) -> None:
     then corrects it. With little data (few steps) a prior learned from zero barely moves."""
     if adapter.item_bias is None:
         return
-    counts = np.bincount(np.concatenate(data.sequences), minlength=len(data.domain)) \
-        if data.sequences else np.zeros(len(data.domain))
     with torch.no_grad():
-        adapter.item_bias.weight[:, 0] = torch.from_numpy(tau * np.log1p(counts)).float()
+        adapter.item_bias.weight[:, 0] = torch.from_numpy(tau * np.log1p(data.counts)).float()
 
 
 def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,

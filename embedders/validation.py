@@ -19,16 +19,9 @@ from embedders.data import Dataset
 from embedders.evaluate import EvalSet, eval_set, rank_metrics
 from xemb.composer_io import ItemArrays, composer_feeds
 
-__all__ = ["Validator", "valid_score"]
+__all__ = ["Validator"]
 
 BATCH = 512
-
-
-def valid_score(metrics: dict[str, dict[str, float]]) -> float:
-    """One number to select on: HR@10 averaged over target domains (each domain counts the
-    same, however many valid targets it has)."""
-    values = [m["HR@10"] for m in metrics.values()]
-    return float(np.mean(values)) if values else 0.0
 
 
 @dataclass
