@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from embedders.encode import (
     OnnxTextEncoder,
+    PooledTextEncoding,
     TextEncoder,
     TextPooler,
     _load_tokenizer,
     _model_fingerprint,
-    _sorted_batches,
     encode_items,
 )
 from xemb import layout
@@ -86,8 +85,11 @@ class StudentPooler(torch.nn.Module):
         return x if self.proj is None else F.normalize(self.proj(x), dim=-1)
 
 
-class StudentEncoder:
+class StudentEncoder(PooledTextEncoding):
     """The student, with the interface of a ``TextEncoder`` (tokenize, module, encode)."""
+
+    progress = "encode (student)"
+    module: StudentPooler
 
     def __init__(self, cfg: EncoderConfig, teacher: TextEncoder) -> None:
         from transformers import AutoModel
@@ -116,20 +118,6 @@ class StudentEncoder:
         self.dim = teacher.dim
         self.layers = int(model.config.num_hidden_layers)
         self.fingerprint = ""  # set once trained (it depends on the training data)
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(texts, padding=True, truncation=True,
-                             max_length=self.cfg.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    @torch.inference_mode()
-    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        batches = _sorted_batches(texts, self.cfg.batch_size)
-        for idx in tqdm(batches, desc="encode (student)", unit="batch",
-                        disable=len(batches) < 2):
-            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
-        return out
 
 
 def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -90,7 +90,32 @@ def _sorted_batches(texts: list[str], size: int) -> list[np.ndarray]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-class TextEncoder:
+class PooledTextEncoding:
+    """Tokenize and encode in length-sorted batches through ``self.module`` (a pooled
+    transformers model); shared by the frozen encoder and the distilled student."""
+
+    cfg: EncoderConfig
+    tokenizer: Any
+    module: torch.nn.Module
+    dim: int
+    progress = "encode"
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True,
+                             max_length=self.cfg.max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        batches = _sorted_batches(texts, self.cfg.batch_size)
+        for idx in tqdm(batches, desc=self.progress, unit="batch",
+                        disable=len(batches) < 2):
+            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
+        return out
+
+
+class TextEncoder(PooledTextEncoding):
     """Any local ``transformers`` text checkpoint with mean or CLS pooling."""
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -109,18 +134,6 @@ class TextEncoder:
         self.dim = int(model.config.hidden_size)
         self.fingerprint = _model_fingerprint(self.path, cfg)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(texts, padding=True, truncation=True,
-                             max_length=self.cfg.max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    @torch.inference_mode()
-    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        batches = _sorted_batches(texts, self.cfg.batch_size)
-        for idx in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
-            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
-        return out
 
 
 class ClipEncoder:
