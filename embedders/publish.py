@@ -5,7 +5,6 @@ version, load it into Feast, and only then switch CURRENT to it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from embedders.pipeline import (
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.settings import XembConfig, config_hash
-from xemb.store import Manifest
+from xemb.store import Manifest, link_or_copy
 
 __all__ = ["publish", "vectors_column", "feast_fingerprint", "collect_garbage"]
 
@@ -158,20 +157,11 @@ def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path) -> None:
         faiss.write_index(index, str(out / layout.index_file(name)))
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Identical frozen encoder files are hard-linked between versions (they never change)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _copy_encoder(ctx: BuildContext, out: Path) -> None:
     src = ctx.out("encode")
     for rel in (layout.ENCODER_ONNX, layout.ENCODER_TOKENIZER, layout.ENCODER_META):
         if (src / rel).is_file():
-            _link_or_copy(src / rel, out / rel)
+            link_or_copy(src / rel, out / rel)
 
 
 def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_dim: int,

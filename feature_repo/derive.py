@@ -63,7 +63,8 @@ def _derive(cfg: XembConfig, store: VersionStore, version: str, base: str,
     from feature_repo.repo import build_definitions
     from feature_repo.slots import SqliteSlots
 
-    clock, out = time.perf_counter(), {"derived_from": base}
+    clock = time.perf_counter()
+    out: dict[str, Any] = {"derived_from": base}
     fs = _open(store.root, cfg)
     online = _online(fs)
     slots = online.slots(fs.config)

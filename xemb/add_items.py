@@ -14,7 +14,6 @@ lock. Pure ONNX Runtime + NumPy + pyarrow + faiss: no torch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from xemb import layout
 from xemb.errors import DataValidationError, FailedPrecondition
 from xemb.lock import RootLock
 from xemb.settings import XembConfig, config_hash
-from xemb.store import Manifest, VersionStore
+from xemb.store import Manifest, VersionStore, link_or_copy
 
 __all__ = ["add_items", "NewItems", "read_new_items"]
 
@@ -181,14 +180,6 @@ def _write_indexes(base: Path, out: Path, domains: list[str], items: NewItems,
     return changed
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _new_manifest(base: Manifest, version: str, items: NewItems, seconds: dict[str, float]
                   ) -> Manifest:
     counts = dict(base.counts)
@@ -238,7 +229,7 @@ def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
         changed = _write_indexes(base, out, manifest.domains, items, parts["full"], manifest)
         for rel in manifest.files:
             if rel != layout.ITEMS and rel not in changed:
-                _link_or_copy(base / rel, out / rel)
+                link_or_copy(base / rel, out / rel)
         clock("write")
         new = _new_manifest(manifest, version, items, dict(timings))
         store.commit(out, new)

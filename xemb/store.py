@@ -39,7 +39,8 @@ from xemb.errors import (
 )
 from xemb.lock import switch_lock
 
-__all__ = ["Manifest", "FileEntry", "VersionStore", "Switch", "sha256_file", "new_version_id"]
+__all__ = ["Manifest", "FileEntry", "VersionStore", "Switch", "link_or_copy", "sha256_file",
+           "new_version_id"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -418,6 +419,16 @@ def _valid_figures(m: Manifest) -> dict[str, Any] | None:
     gate = q.get("gate") or {}
     return {"xemb": short, "popularity_HR@10": pop, "gate_passed": gate.get("passed"),
             "gate_reasons": gate.get("reasons", [])}
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Files that never change (a frozen encoder, tables a derived version keeps) are
+    hard-linked between versions; copied where the filesystem cannot link."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def read_json(path: Path) -> dict[str, Any]:
