@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,6 @@ def make_tiny_gpt2(dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch", reason="needs the 'offline' extra")
     return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
@@ -105,16 +105,16 @@ def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(gpt2), str(cache)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    done = 0
-    while time.monotonic() < deadline and child.poll() is None:
+
+    def described() -> int:
         files = list(cache.glob("*.jsonl"))
-        done = len(files[0].read_text().splitlines()) if files else 0
-        if done >= 10:
-            break
-        time.sleep(0.1)
+        return len(files[0].read_text().splitlines()) if files else 0
+
+    wait_for(lambda: described() >= 10 or child.poll() is not None, timeout=240,
+             interval=0.1, what="the child to describe 10 items")
     child.send_signal(signal.SIGKILL)
     child.wait()
+    done = described()
     assert 10 <= done < 60, done
     items = [{"title": f"item number {i}", "domain": "kitchen"} for i in range(60)]
     cfg = DescribeConfig(enabled=True, model=gpt2, max_new_tokens=4, batch_size=2,

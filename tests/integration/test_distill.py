@@ -36,7 +36,6 @@ def make_teacher(dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
-    pytest.importorskip("torch", reason="needs the 'offline' extra")
     from conftest import write_config
 
     from embedders.pipeline import build

@@ -11,10 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("matplotlib")
-
-from xemb import layout  # noqa: E402
-from xemb.cli import main  # noqa: E402
+from xemb import layout
+from xemb.cli import main
 
 pytestmark = pytest.mark.integration
 
