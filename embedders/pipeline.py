@@ -4,6 +4,7 @@ resumable; publish writes an immutable version and switches CURRENT only after i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -16,13 +17,20 @@ import numpy as np
 import torch
 
 from embedders.data import Dataset, load_dataset
+from embedders.device import resolve_device
 from embedders.distill import encode_with_student, student_key
-from embedders.encode import OnnxTextEncoder, TextEncoder, encode_items, load_encoder
+from embedders.encode import (
+    OnnxTextEncoder,
+    TextEncoder,
+    encode_items,
+    load_encoder,
+    semantic_file,
+)
 from embedders.evaluate import valid_score
 from embedders.intents import IntentLibrary, build_intents
 from embedders.models import Adapter, Composer
 from embedders.stages import StageCache, stage_key
-from embedders.train import TrainInputs, train_adapter, train_composer
+from embedders.train import ItemIntents, TrainInputs, train_adapter, train_composer
 from embedders.validation import Validator
 from xemb import layout
 from xemb.composer_io import ItemArrays
@@ -31,7 +39,7 @@ from xemb.lock import RootLock
 from xemb.settings import XembConfig
 from xemb.store import Manifest, VersionStore
 
-__all__ = ["STAGES", "BuildContext", "build", "log", "semantic_vectors"]
+__all__ = ["STAGES", "BuildContext", "adapter_outputs", "build", "log", "semantic_vectors"]
 
 STAGES = ("encode", "adapt", "intents", "compose", "publish")
 CODE_VERSION = "3"  # bump when a change to the training code changes its output
@@ -49,6 +57,7 @@ class BuildContext:
     keys: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     encoder_fp: str = ""
+    device: str = "cpu"  # build.device, resolved (cpu or cuda)
 
     @property
     def store(self) -> VersionStore:
@@ -66,8 +75,10 @@ class BuildContext:
         return warm
 
     def semantic(self) -> np.ndarray:
-        """The encode stage's output: one frozen-encoder vector per item row."""
-        return np.load(self.out("encode") / "semantic.npy")
+        """The encode stage's output: one frozen-encoder vector per item row (memory-mapped,
+        copy-on-write: pages are read as a stage touches them, and shared with the page
+        cache)."""
+        return np.load(self.out("encode") / "semantic.npy", mmap_mode="c")
 
     @functools.cached_property
     def validator(self) -> Validator | None:
@@ -108,13 +119,13 @@ class BuildContext:
 def _encode(ctx: BuildContext, out: Path) -> None:
     """Export the encoder first: with ``backend: onnx`` the bulk encoding runs through the
     very graph that encodes cold-start items online."""
-    cfg = ctx.cfg.encoder
+    cfg, texts = ctx.cfg.encoder, ctx.ds.texts
     if cfg.student.enabled:  # teacher on a sample, the distilled student on the rest
-        np.save(out / "semantic.npy", encode_with_student(
-            cfg, ctx.ds.texts, out, ctx.cfg.build.root / "cache" / "encode",
-            ctx.cfg.build.parity_tol, ctx.cfg.build.threads, log))
+        encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" / "encode",
+                            ctx.cfg.build.parity_tol, ctx.cfg.build.threads, log,
+                            device=ctx.device, vectors_path=out / "semantic.npy")
         return
-    encoder = load_encoder(cfg)
+    encoder = load_encoder(cfg)  # on CPU for the export; then on build.device
     if cfg.export_onnx:
         from embedders.export import export_encoder
 
@@ -122,13 +133,22 @@ def _encode(ctx: BuildContext, out: Path) -> None:
                               cfg.max_length)
         log(f"encode: encoder exported to ONNX, parity max abs diff {diff:.2e}")
         if cfg.backend == "onnx" and isinstance(encoder, TextEncoder):
-            encoder = OnnxTextEncoder(encoder, out / layout.ENCODER_ONNX, ctx.cfg.build.threads)
+            encoder = OnnxTextEncoder(encoder, out / layout.ENCODER_ONNX, ctx.cfg.build.threads,
+                                      ctx.device)
+    if not isinstance(encoder, OnnxTextEncoder):
+        encoder.to(ctx.device)  # type: ignore[attr-defined]
+    if ctx.cfg.build.engine == "ray":  # the same batches, run by an actor pool of replicas
+        from embedders.engine_ray import RayEncoder
+
+        encoder = RayEncoder(ctx.cfg, encoder, out / layout.ENCODER_ONNX
+                             if isinstance(encoder, OnnxTextEncoder) else None)
     images = (ctx.ds.items.column("image_path").to_pylist()
               if "image_path" in ctx.ds.items.column_names else None)
-    vectors, n_new = encode_items(encoder, ctx.ds.texts, images,
-                                  ctx.cfg.build.root / "cache" / "encode")
+    vectors = semantic_file(out / "semantic.npy", len(texts), encoder.dim)
+    _, n_new = encode_items(encoder, texts, images, ctx.cfg.build.root / "cache" / "encode",
+                            out=vectors, flush_items=ctx.cfg.build.batch_items)
+    vectors.flush()
     log(f"encode: {n_new} of {len(vectors)} items encoded, the rest from cache")
-    np.save(out / "semantic.npy", vectors)
 
 
 def _adapt(ctx: BuildContext, out: Path) -> None:
@@ -139,14 +159,12 @@ def _adapt(ctx: BuildContext, out: Path) -> None:
     def evaluate(adapter: Adapter, composer: Composer) -> dict:
         assert validator is not None
         adapter.eval()
-        with torch.inference_mode():
-            _, _, full = adapter.items(data.semantic, data.domain,
-                                       torch.arange(len(semantic)), data.warm)
+        _, _, full = item_vectors(ctx, adapter, semantic)
         adapter.train()
-        return validator.evaluate(composer, _no_intents(full.numpy(), ctx.ds.item_domain))
+        return validator.evaluate(composer, _no_intents(full, ctx.ds.item_domain))
 
     adapter, composer, fit = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer,
-                                           evaluate if validator else None)
+                                           evaluate if validator else None, ctx.device)
     torch.save({"adapter": adapter.state_dict(), "composer": composer.state_dict(),
                 "stats": fit.as_dict()}, out / "adapt.pt")
 
@@ -170,22 +188,45 @@ def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:
     return adapter.eval(), state
 
 
-@torch.inference_mode()
 def item_vectors(ctx: BuildContext, adapter: Adapter, semantic: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Published-width (transferable, residual, full) of every item, as torch computes them."""
-    data = ctx.train_inputs(semantic)
-    rows = torch.arange(len(semantic))
-    return tuple(x.numpy() for x in adapter.items(data.semantic, data.domain, rows,
-                                                   data.warm))  # type: ignore[return-value]
+    """Published-width (transferable, residual, full) of every item, as torch computes them
+    (``build.batch_items`` at a time on ``build.device``; the adapter is moved there)."""
+    adapter.to(ctx.device)
+    return adapter_outputs(adapter, semantic, ctx.ds.item_domain, ctx.warm,
+                           ctx.cfg.build.batch_items, ctx.device)
+
+
+@torch.inference_mode()
+def adapter_outputs(adapter: Adapter, semantic: np.ndarray, domain: np.ndarray,
+                    warm: np.ndarray, batch: int, device: str = "cpu"
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transferable, residual, full) [N, width] of every item through the adapter (on
+    ``device``), ``batch`` items at a time into preallocated arrays."""
+    n = len(semantic)
+    out = [np.zeros((n, adapter.width), np.float32) for _ in range(3)]
+    for s in range(0, n, batch):
+        e = min(s + batch, n)
+        parts = adapter.items(torch.from_numpy(np.ascontiguousarray(semantic[s:e])).to(device),
+                              torch.from_numpy(domain[s:e]).to(device),
+                              torch.arange(s, e, device=device),
+                              torch.from_numpy(warm[s:e]).to(device))
+        for acc, x in zip(out, parts):
+            acc[s:e] = x.cpu().numpy()
+    return out[0], out[1], out[2]
 
 
 def _intents(ctx: BuildContext, out: Path) -> None:
     semantic = ctx.semantic()
     adapter, _ = load_adapter(ctx, semantic.shape[1])
     trans, _, _ = item_vectors(ctx, adapter, semantic)
+    assign = None
+    if ctx.cfg.build.engine == "ray":  # item -> intent assignment on an actor pool
+        from embedders.engine_ray import assigner
+
+        assign = assigner(ctx, trans)
     lib = build_intents(trans, ctx.ds.texts, ctx.ds.item_domain, ctx.ds.domains,
-                        ctx.cfg.intents)
+                        ctx.cfg.intents, ctx.cfg.build.batch_items, assign)
     lib.save(out / "intents.npz")
 
 
@@ -204,9 +245,11 @@ def _compose(ctx: BuildContext, out: Path) -> None:
     items = ItemArrays(full, ctx.ds.item_domain, lib.item_ids, lib.item_weights)
     validator = ctx.validator
     fit = train_composer(composer, ctx.train_inputs(semantic), torch.from_numpy(full),
-                         torch.from_numpy(lib.dense()), ctx.cfg.composer,
-                         ctx.cfg.adapter.logq,
-                         (lambda: validator.evaluate(composer, items)) if validator else None)
+                         ItemIntents.from_arrays(lib.item_ids, lib.item_weights,
+                                                 len(lib.vectors)),
+                         ctx.cfg.composer, ctx.cfg.adapter.logq,
+                         (lambda: validator.evaluate(composer, items)) if validator else None,
+                         ctx.device)
     stats = fit.as_dict()
     if composer.prior and validator is not None:
         stats["prior_scale"] = choose_prior_scale(composer, validator, items,
@@ -249,7 +292,8 @@ def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
                            cfg.composer.heads, cfg.composer.dropout, CODE_VERSION)
     k["intents"] = stage_key(k["adapt"], cfg.intents)
     k["compose"] = stage_key(k["intents"], cfg.composer, CODE_VERSION)
-    k["publish"] = stage_key(k["compose"], cfg.build.parity_tol)
+    k["publish"] = stage_key(k["compose"], cfg.build.parity_tol,  # index: only when not default
+                             *([cfg.index] if cfg.index != type(cfg.index)() else []))
     return k
 
 
@@ -272,7 +316,8 @@ def prepare(cfg: XembConfig) -> BuildContext:
     if cfg.build.threads:
         torch.set_num_threads(cfg.build.threads)
     ds = load_dataset(cfg.data)
-    ctx = BuildContext(cfg, ds, StageCache(cfg.build.root))
+    ctx = BuildContext(cfg, ds, StageCache(cfg.build.root),
+                       device=resolve_device(cfg.build.device))
     ctx.encoder_fp = _encoder_fingerprint(cfg)
     ctx.keys = _keys(cfg, ds, ctx.encoder_fp)
     return ctx
@@ -287,7 +332,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
     from embedders.publish import collect_garbage, publish
 
     chosen = _select(stages)
-    with RootLock(cfg.build.root, wait=wait):
+    with RootLock(cfg.build.root, wait=wait), _engine(cfg):
         ctx = prepare(cfg)
         collect_garbage(ctx)  # what killed builds left: failed versions, staging, temp folders
         if "publish" in chosen and not force and (same := _up_to_date(ctx)) is not None:
@@ -302,7 +347,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
             if stage == "publish":
                 manifest = publish(ctx)
             else:
-                ctx.cache.run(stage, ctx.keys[stage], functools.partial(_RUNNERS[stage], ctx))
+                ctx.cache.run(stage, ctx.keys[stage], _runner(ctx, stage))
             ctx.timings[stage] = round(time.perf_counter() - t0, 2)
             log(f"{stage}: done in {ctx.timings[stage]:.1f}s")
         if "publish" not in chosen:
@@ -310,6 +355,24 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
         ctx.cache.prune({s: ctx.keys[s] for s in chosen if s != "publish"})
         return manifest
 
+
+
+def _engine(cfg: XembConfig) -> contextlib.AbstractContextManager:
+    """``build.engine: ray``: the build's Ray (joined or started when a stage first needs it,
+    left at the end); see embedders/engine_ray.py."""
+    if cfg.build.engine != "ray":
+        return contextlib.nullcontext()
+    from embedders.engine_ray import ray_session
+
+    return ray_session(cfg.build)
+
+
+def _runner(ctx: BuildContext, stage: str) -> Callable[[Path], None]:
+    if ctx.cfg.build.engine != "ray":
+        return functools.partial(_RUNNERS[stage], ctx)
+    from embedders.engine_ray import runner
+
+    return runner(ctx, stage, _RUNNERS[stage])
 
 def _up_to_date(ctx: BuildContext) -> Manifest | None:
     """The version this very build key and Feast settings already published: the current one,

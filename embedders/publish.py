@@ -8,8 +8,8 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +19,7 @@ from embedders.distill import student_record
 from embedders.export import export_onnx, ort_session
 from embedders.gate import assess, describe
 from embedders.intents import IntentLibrary, intent_report
+from embedders.materialize import adapter_session, materialize_items
 from embedders.models import AdapterExport, Composer
 from embedders.pipeline import (
     BuildContext,
@@ -29,6 +30,7 @@ from embedders.pipeline import (
 )
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
+from xemb.ipc_tables import items_for_serving, users_for_serving, write_ipc
 from xemb.settings import XembConfig, config_hash
 from xemb.store import Manifest, link_or_copy
 
@@ -57,22 +59,14 @@ def _export_adapter(ctx: BuildContext, semantic: np.ndarray, out: Path) -> tuple
                "domain": torch.from_numpy(ctx.ds.item_domain[pick]), "item_row": rows}
     diff = export_onnx(wrapped, example, out / layout.ADAPTER_ONNX, layout.ADAPTER_OUTPUTS,
                        {k: {0: "batch"} for k in example}, ctx.cfg.build.parity_tol)
-    return diff, ort_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads)
+    return diff, adapter_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads, ctx.device)
 
 
 def _materialize_items(ctx: BuildContext, sess, semantic: np.ndarray  # type: ignore[no-untyped-def]
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     warm = ctx.warm
-    item_row = np.where(warm, np.arange(len(semantic)), -1).astype(np.int64)
-    names = {i.name for i in sess.get_inputs()}
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for s in range(0, len(semantic), BATCH):
-        feeds = {"semantic": semantic[s:s + BATCH], "domain": ctx.ds.item_domain[s:s + BATCH],
-                 "item_row": item_row[s:s + BATCH]}
-        for acc, x in zip(parts, sess.run(None, {k: v for k, v in feeds.items()
-                                                   if k in names})):
-            acc.append(x)
-    t, r, f = (np.concatenate(p) for p in parts)
+    t, r, f = materialize_items(sess, semantic, ctx.ds.item_domain, warm,
+                                ctx.cfg.build.batch_items)
     return t, r, f, warm
 
 
@@ -93,7 +87,7 @@ def _export_composer(ctx: BuildContext, lib: IntentLibrary, items: ItemArrays, o
            for k, v in tensors.items()}
     diff = export_onnx(composer, tensors, out / layout.COMPOSER_ONNX, layout.COMPOSER_OUTPUTS,
                        dyn, ctx.cfg.build.parity_tol, [half])
-    return diff, ort_session(out / layout.COMPOSER_ONNX, ctx.cfg.build.threads)
+    return diff, ort_session(out / layout.COMPOSER_ONNX, ctx.cfg.build.threads, ctx.device)
 
 
 def _top(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +111,7 @@ def _write_users(ctx: BuildContext, sess, items: ItemArrays, out: Path) -> int: 
         "top_intent_weights": _list_column(top_w, pa.float32()),
     })
     pq.write_table(table, out / layout.USERS, compression="zstd")
+    write_ipc(users_for_serving(table, ctx.ds.domains), out / layout.USERS_ARROW)
     return table.num_rows
 
 
@@ -132,6 +127,8 @@ def _write_items(ctx: BuildContext, t, r, f, warm, lib: IntentLibrary, out: Path
         "warm": pa.array(warm, pa.bool_()),
     })
     pq.write_table(table, out / layout.ITEMS, compression="zstd")
+    top_m = int(min(ctx.cfg.intents.top_m, len(lib.vectors)))
+    write_ipc(items_for_serving(table, ctx.ds.domains, top_m), out / layout.ITEMS_ARROW)
 
 
 def _write_intents(lib: IntentLibrary, out: Path) -> None:
@@ -146,15 +143,19 @@ def _write_intents(lib: IntentLibrary, out: Path) -> None:
     pq.write_table(table, out / layout.INTENTS, compression="zstd")
 
 
-def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path) -> None:
-    """HNSW per domain over ``full`` (inner product), ids = item ids."""
-    for d, name in enumerate(ctx.ds.domains):
-        sel = ctx.ds.item_domain == d
-        base = faiss.IndexHNSWFlat(full.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = 80
-        index = faiss.IndexIDMap2(base)
-        index.add_with_ids(np.ascontiguousarray(full[sel]), ctx.ds.item_ids[sel])
-        faiss.write_index(index, str(out / layout.index_file(name)))
+def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One index per domain over ``full`` (inner product, ids = item ids), its type chosen by
+    the domain's size (``index:``), its search knob tuned to the recall target:
+    (``params.search``, ``metrics.index``)."""
+    from serving.ann import write_domain_indexes
+
+    search, records = write_domain_indexes(out, full, ctx.ds.item_ids, ctx.ds.item_domain,
+                                           ctx.ds.domains, ctx.cfg.index, layout.index_file)
+    for name, rec in records.items():
+        log(f"publish: index {name}: {rec['type']} over {rec['items']:,} items, "
+            f"recall@100 {rec.get('recall_at_100')} with {search[name]}")
+    return search, records
 
 
 def _copy_encoder(ctx: BuildContext, out: Path) -> None:
@@ -329,7 +330,12 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
                    out: Path) -> Manifest:
     parity: dict[str, float] = {}
     parity["adapter"], sess = _export_adapter(ctx, semantic, out)
-    t, r, f, warm = _materialize_items(ctx, sess, semantic)
+    if ctx.cfg.build.engine == "ray":  # replicas of adapter.onnx on an actor pool
+        from embedders.engine_ray import materialize_items as on_ray
+
+        t, r, f, warm = on_ray(ctx, out / layout.ADAPTER_ONNX, semantic)
+    else:
+        t, r, f, warm = _materialize_items(ctx, sess, semantic)
     items = ItemArrays(f, ctx.ds.item_domain, lib.item_ids, lib.item_weights)
     parity["composer"], csess = _export_composer(ctx, lib, items, out)
     log(f"publish: ONNX parity adapter {parity['adapter']:.2e}, "
@@ -337,12 +343,14 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
     _write_items(ctx, t, r, f, warm, lib, out)
     _write_intents(lib, out)
     n_users = _write_users(ctx, csess, items, out)
-    _write_indexes(ctx, f, out)
+    search, index_records = _write_indexes(ctx, f, out)
     if ctx.cfg.encoder.export_onnx:
         _copy_encoder(ctx, out)
     counts = {"items": len(f), "warm_items": int(warm.sum()), "intents": len(lib.vectors),
               "users": n_users}
     manifest = _manifest(ctx, version, counts, semantic.shape[1], parity)
+    manifest.params["search"] = search
+    manifest.metrics["index"] = index_records
     manifest.metrics["quality"] = assess(ctx, csess, items)
     manifest.metrics["intents"] = intent_report(lib, ctx.ds.item_domain, ctx.ds.domains)
     return manifest

@@ -25,7 +25,8 @@ from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc
 
 __all__ = ["XembClient", "ItemEmbeddings", "UserIntent", "Intent", "Retrieved",
-           "EncodedItems", "error_from_rpc"]
+           "EncodedItems", "error_from_rpc", "UserQuery", "RowError", "UserIntents",
+           "RetrievedBatch"]
 
 SERVICE = "xemb.v1.EmbeddingService"
 PARTS = {"full": pb.PART_FULL, "transferable": pb.PART_TRANSFERABLE,
@@ -80,6 +81,36 @@ class Intent:
 
 
 @dataclass(frozen=True)
+class RowError:
+    """Why one row of a batch got no answer (the status a single call would have got)."""
+
+    code: str
+    field: str
+    message: str
+
+
+def _row_error(msg: pb.RowError) -> RowError | None:
+    return RowError(msg.code, msg.field, msg.message) if msg.code else None
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    """One user of a batch: a history (oldest first) and/or a known user id."""
+
+    history: Sequence[int] | np.ndarray | None = None
+    target_domain: str = ""
+    """Ignored by ``retrieve_batch`` (its ``domain`` is the target)."""
+    user_id: str = ""
+    domains: Sequence[str] | None = None
+    timestamps: Sequence[int] | None = None
+    top_intents: int = 0
+
+    def message(self) -> pb.ComposeUserIntentRequest:
+        return _user_request(self.history, self.user_id, self.target_domain, self.domains,
+                             self.timestamps, self.top_intents, "")
+
+
+@dataclass(frozen=True)
 class UserIntent:
     vector: np.ndarray
     intents: list[Intent]
@@ -92,6 +123,17 @@ class UserIntent:
     """Entropy (nats) of the composed intent weights over the intents that got votes."""
     intent_entropy_ratio: float = 0.0
     """``intent_entropy / log(#voted intents)``: 1 = flat weights, 0 = one intent."""
+    error: RowError | None = None
+    """Batch rows only: set when the row got no vector (then ``vector`` is zero)."""
+
+
+@dataclass(frozen=True)
+class UserIntents:
+    """A batch composition: ``vectors[i]`` is ``results[i].vector``."""
+
+    vectors: np.ndarray
+    results: list[UserIntent]
+    version: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +141,14 @@ class Retrieved:
     item_ids: np.ndarray
     scores: np.ndarray
     exact: bool
+    version: str
+    error: RowError | None = None
+    """Batch rows only: set when the row had no query (unknown user or item)."""
+
+
+@dataclass(frozen=True)
+class RetrievedBatch:
+    results: list[Retrieved]
     version: str
 
 
@@ -205,6 +255,45 @@ class XembClient:
         r = self._call("Retrieve", req, timeout)
         return Retrieved(np.array(r.item_ids, np.int64), np.array(r.scores, np.float32),
                          r.exact, r.version)
+
+    def compose_user_intents(self, users: Sequence[UserQuery], *, version: str = "",
+                             timeout: float | None = None) -> UserIntents:
+        """Many users in one call, all from one version (ComposeUserIntentBatch)."""
+        req = pb.ComposeUserIntentBatchRequest(requests=[u.message() for u in users],
+                                               version=version)
+        r = self._call("ComposeUserIntentBatch", req, timeout)
+        vectors = from_tensor(r.user_vectors, "user_vectors")
+        results = [UserIntent(
+            vector=vectors[i],
+            intents=[Intent(i.intent_id, i.label, i.weight, i.domain_label) for i in row.intents],
+            source=pb.IntentSource.Name(row.source).removeprefix("INTENT_SOURCE_").lower(),
+            unknown_item_ids=np.array(row.unknown_item_ids, np.int64),
+            items_used=row.items_used, version=r.version, intent_entropy=row.intent_entropy,
+            intent_entropy_ratio=row.intent_entropy_ratio, error=_row_error(row.error))
+            for i, row in enumerate(r.results)]
+        return UserIntents(vectors, results, r.version)
+
+    def retrieve_batch(self, domain: str, k: int = 10, *, vectors: np.ndarray | None = None,
+                       item_ids: Sequence[int] | None = None,
+                       users: Sequence[UserQuery] | None = None,
+                       exclude_ids: Sequence[Sequence[int]] | None = None, version: str = "",
+                       timeout: float | None = None) -> RetrievedBatch:
+        """Top-k of ``domain`` for many queries in one call, all from one version: rows of
+        ``vectors`` [n, d], or ``item_ids``, or ``users``; ``exclude_ids`` one list per row."""
+        req = pb.RetrieveBatchRequest(
+            domain=domain, k=k, version=version,
+            exclude_ids=[pb.ItemIdList(ids=list(e)) for e in exclude_ids or []])
+        if vectors is not None:
+            req.vectors.CopyFrom(to_tensor(np.asarray(vectors, np.float32).reshape(
+                len(vectors), -1)))
+        elif item_ids is not None:
+            req.item_ids.ids.extend(np.asarray(item_ids, np.int64).tolist())
+        elif users is not None:
+            req.users.requests.extend(u.message() for u in users)
+        r = self._call("RetrieveBatch", req, timeout)
+        return RetrievedBatch([Retrieved(np.array(x.item_ids, np.int64),
+                                         np.array(x.scores, np.float32), x.exact, r.version,
+                                         _row_error(x.error)) for x in r.results], r.version)
 
     def encode_items(self, texts: Sequence[str], domain: str, *, version: str = "",
                      timeout: float | None = None) -> EncodedItems:

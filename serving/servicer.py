@@ -13,7 +13,7 @@ import threading
 import grpc
 import numpy as np
 
-from serving import ops
+from serving import batch, ops
 from serving import validation as check
 from serving.holder import VersionHolder
 from serving.version import LoadedVersion
@@ -39,11 +39,6 @@ def deadline_guard(context: grpc.ServicerContext):
     return alive
 
 
-def _intent_msg(intents: list[ops.IntentRow]) -> list[pb.Intent]:
-    return [pb.Intent(intent_id=i, label=label, weight=w, domain_label=dl)
-            for i, label, w, dl in intents]
-
-
 class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
     def __init__(self, holder: VersionHolder, config: ServingConfig) -> None:
         self.holder, self.cfg = holder, config
@@ -59,10 +54,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     def _compose(self, v: LoadedVersion, request: pb.ComposeUserIntentRequest, target: int,
                  prefix: str = "") -> ops.Composed:
-        history = check.history(v, request.history, self.cfg, prefix + "history")
-        user = check.user_id(request.user_id, prefix + "user_id")
-        top = check.top_intents(v, request.top_intents, prefix + "top_intents")
-        return ops.compose(v, history, target, user, top)
+        return batch.compose_row(v, batch.user_row(v, request, target, self.cfg, prefix))
 
     def ComposeUserIntent(self, request, context):
         v = self.holder.get(request.version)
@@ -70,7 +62,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         out = self._compose(v, request, target)
         source = pb.INTENT_SOURCE_STORED if out.stored else pb.INTENT_SOURCE_COMPOSED
         return pb.ComposeUserIntentResponse(
-            user_vector=to_tensor(out.vector), intents=_intent_msg(out.intents),
+            user_vector=to_tensor(out.vector), intents=batch.intent_msg(out.intents),
             version=v.version, source=source, unknown_item_ids=out.unknown.tolist(),
             items_used=out.used, intent_entropy=out.entropy,
             intent_entropy_ratio=out.entropy_ratio)
@@ -97,6 +89,14 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         if kind == "user":
             return self._compose(v, request.user, target, "user.").vector
         raise InvalidArgument("set one of vector, item_id, user", field="query")
+
+    def ComposeUserIntentBatch(self, request, context):
+        v = self.holder.get(request.version)
+        return batch.compose_batch(v, request, self.cfg, deadline_guard(context))
+
+    def RetrieveBatch(self, request, context):
+        v = self.holder.get(request.version)
+        return batch.retrieve_batch(v, request, self.cfg, deadline_guard(context))
 
     def EncodeItems(self, request, context):
         v = self.holder.get(request.version)

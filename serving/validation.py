@@ -14,8 +14,8 @@ from xemb.errors import InvalidArgument
 from xemb.settings.serving import ServingConfig
 from xemb.v1 import xemb_pb2 as pb
 
-__all__ = ["ids", "domain", "history", "top_intents", "k", "query_vector", "texts", "part",
-           "user_id", "shown"]
+__all__ = ["ids", "domain", "history", "top_intents", "k", "query_vector", "query_matrix",
+           "texts", "part", "user_id", "shown"]
 
 MAX_USER_ID_CHARS = 256
 SHOWN_CHARS = 64
@@ -104,6 +104,26 @@ def query_vector(v: LoadedVersion, tensor: pb.Tensor, target: int,
         raise InvalidArgument(f"norm {norm:.3g} is too large: its inner products with "
                               f"{v.domains[target]!r} items would overflow float32", field=field)
     return arr.reshape(-1)
+
+
+def query_matrix(v: LoadedVersion, tensor: pb.Tensor, target: int, limit: int,
+                 field: str = "vectors") -> np.ndarray:
+    """An [n, d] matrix of finite query vectors, 1 <= n <= ``limit``, each checked like
+    :func:`query_vector` (row i named ``vectors[i]``)."""
+    arr = from_tensor(tensor, field, width=v.dim, finite=True)
+    if arr.ndim != 2:
+        raise InvalidArgument(f"shape {list(arr.shape)}, expected [n, {v.dim}]",
+                              field=f"{field}.shape")
+    if not 1 <= len(arr) <= limit:
+        raise InvalidArgument(f"{len(arr)} rows, expected 1..{limit}", field=f"{field}.shape")
+    norms = np.linalg.norm(arr.astype(np.float64), axis=1)
+    too_big = np.flatnonzero(norms * v.indexes[target].max_norm > MAX_SCORE)
+    if len(too_big):
+        i = int(too_big[0])
+        raise InvalidArgument(f"norm {norms[i]:.3g} is too large: its inner products with "
+                              f"{v.domains[target]!r} items would overflow float32",
+                              field=f"{field}[{i}]")
+    return arr
 
 
 def texts(values, cfg: ServingConfig) -> list[str]:

@@ -19,9 +19,9 @@ from serving.tables import (
     IntentTable,
     ItemTable,
     UserTable,
+    load_items,
+    load_users,
     read_intents,
-    read_items,
-    read_users,
 )
 from xemb import layout
 from xemb.errors import VersionIntegrityError
@@ -78,12 +78,16 @@ def _check_manifest(manifest: Manifest) -> None:
 
 def _indexes(base: Path, manifest: Manifest, items: ItemTable,
              knobs: SearchKnobs) -> dict[int, DomainIndex]:
+    """One per domain over its slice of the items (views: no copy of the vectors), with the
+    search knobs publish tuned for it unless the config sets them."""
     out = {}
+    tuned = manifest.params.get("search") or {}
     for code, name in enumerate(manifest.domains):
-        rows = np.flatnonzero(items.domain == code)
+        rows = items.domain_rows(code)
         rel = layout.index_file(name)
         path = base / rel if rel in manifest.files else None
-        out[code] = load_index(path, items.ids[rows], items.parts["full"][rows], knobs)
+        out[code] = load_index(path, items.ids[rows], items.parts["full"][rows],
+                               knobs.resolved(tuned.get(name)))
     return out
 
 
@@ -112,9 +116,9 @@ def load_version(store: VersionStore, version: str, knobs: SearchKnobs) -> Loade
     base = store.path(version)
     d, p = manifest.dims["embedding"], manifest.params
     try:
-        items = read_items(base / layout.ITEMS, manifest.domains, d, int(p["top_m"]))
+        items = load_items(base, manifest.files, manifest.domains, d, int(p["top_m"]))
         intents = read_intents(base / layout.INTENTS, d)
-        users = read_users(base / layout.USERS, manifest.domains, d)
+        users = load_users(base, manifest.files, manifest.domains, d)
     except (OSError, KeyError, ValueError) as exc:  # pyarrow errors derive from these
         raise VersionIntegrityError(f"version {version}: unreadable table: {exc}") from exc
     if manifest.counts.get("items", len(items)) != len(items):

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from xemb import layout
 from xemb.errors import DataValidationError, FailedPrecondition
+from xemb.ipc_tables import items_for_serving, write_ipc
 from xemb.lock import RootLock
 from xemb.settings import XembConfig, config_hash
 from xemb.store import Manifest, VersionStore, link_or_copy
@@ -161,7 +162,10 @@ def _write_items(base: Path, out: Path, domains: list[str], items: NewItems,
                    schema=old.schema)
     merged = pa.concat_tables([old, new])
     order = np.argsort(merged.column("item_id").to_numpy(), kind="stable")
-    pq.write_table(merged.take(pa.array(order)), out / layout.ITEMS, compression="zstd")
+    merged = merged.take(pa.array(order))
+    pq.write_table(merged, out / layout.ITEMS, compression="zstd")
+    write_ipc(items_for_serving(merged, domains, intent_ids.shape[1]),  # the serving copy
+              out / layout.ITEMS_ARROW)
 
 
 def _write_indexes(base: Path, out: Path, domains: list[str], items: NewItems,
@@ -228,7 +232,7 @@ def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
         _write_items(base, out, manifest.domains, items, parts, ids, w)
         changed = _write_indexes(base, out, manifest.domains, items, parts["full"], manifest)
         for rel in manifest.files:
-            if rel != layout.ITEMS and rel not in changed:
+            if rel not in (layout.ITEMS, layout.ITEMS_ARROW) and rel not in changed:
                 link_or_copy(base / rel, out / rel)
         clock("write")
         new = _new_manifest(manifest, version, items, dict(timings))

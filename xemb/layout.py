@@ -25,7 +25,22 @@ This module is the contract between the offline job (writer), Feast and the gRPC
     ``composer.onnx``      the per-request model (see COMPOSER_*)
     ``encoder/``           ``model.onnx`` + ``tokenizer.json`` + ``encoder.json``: the frozen text
                            encoder for cold start without torch (see ENCODER_*)
-    ``index_<domain>.faiss`` ANN index (inner product over ``full``; ids are item ids)
+    ``index_<domain>.faiss`` ANN index (inner product over ``full``; ids are item ids): HNSW
+                           or IVF (flat or PQ codes), chosen per domain by size (``index:``
+                           config); ``params.search`` holds the search knobs publish tuned for
+                           it and ``metrics.index`` its measured recall@100
+    ``items.arrow``        the serving copy of ``items.parquet`` (Arrow IPC file, uncompressed,
+                           one record batch, so a server memory-maps it): rows ordered by
+                           domain, then ``item_id``; ``item_id`` int64, ``domain`` int64 (index
+                           into ``manifest.domains``), ``full``/``transferable``/``residual``
+                           fixed_size_list<float32>[d], ``intent_ids`` fixed_size_list<int64>[m],
+                           ``intent_weights`` fixed_size_list<float32>[m] (padding: id 0, weight 0)
+    ``users.arrow``        the serving copy of ``users.parquet``: rows ordered by target domain,
+                           then ``user_key`` (:func:`xemb.ipc_tables.user_keys`); ``user_key``
+                           uint64, ``user_id`` string, ``target_domain`` int64, ``vector``
+                           fixed_size_list<float32>[d], ``top_intent_ids``/``top_intent_weights``
+                           fixed_size_list [t] (padded), ``top_len`` int64
+    Versions published before the ``.arrow`` files existed are served from the Parquet tables.
 """
 
 from __future__ import annotations
@@ -33,6 +48,8 @@ from __future__ import annotations
 ITEMS = "items.parquet"
 INTENTS = "intents.parquet"
 USERS = "users.parquet"
+ITEMS_ARROW = "items.arrow"
+USERS_ARROW = "users.arrow"
 ADAPTER_ONNX = "adapter.onnx"
 COMPOSER_ONNX = "composer.onnx"
 ENCODER_DIR = "encoder"

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xemb import layout
+from xemb.ipc_tables import items_for_serving, users_for_serving, write_ipc
+from xemb.settings.index import IndexConfig
 from xemb.store import Manifest, VersionStore
 
 if TYPE_CHECKING:
@@ -129,13 +131,33 @@ def _semantic(texts: list[str], table: np.ndarray) -> np.ndarray:
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _list(x: np.ndarray, dtype: pa.DataType) -> pa.ListArray:
+    offsets = pa.array(np.arange(0, x.size + 1, x.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1), dtype))
+
+
+def _clustered(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Catalogue-like vectors: a mixture of many Gaussian clusters (no duplicates)."""
+    centers = rng.normal(size=(max(8, n // 200), d)).astype(np.float32)
+    t = centers[rng.integers(0, len(centers), n)] + rng.normal(0, 0.5, (n, d))
+    return t.astype(np.float32), rng.normal(0, 0.2, (n, d)).astype(np.float32)
+
+
 def _items(rng: np.random.Generator, n: int, sem_table: np.ndarray, w_t: np.ndarray,
-           w_r: np.ndarray, centroids: np.ndarray, m: int) -> tuple[pa.Table, np.ndarray]:
-    texts = [" ".join(rng.choice(WORDS, 3)) for _ in range(n)]
-    sem = _semantic(texts, sem_table)
-    transferable = sem @ w_t
+           w_r: np.ndarray, centroids: np.ndarray, m: int, clustered: bool = False
+           ) -> tuple[pa.Table, np.ndarray]:
+    if clustered:  # fast for large n
+        texts = [" ".join(t) for t in np.array(WORDS)[rng.integers(0, len(WORDS), (n, 3))]
+                 .tolist()]
+    else:
+        texts = [" ".join(rng.choice(WORDS, 3)) for _ in range(n)]
     warm = np.arange(n) % 4 != 0  # every 4th item is cold: its vectors are text-only
-    residual = sem @ w_r + warm[:, None] * rng.normal(0, 0.1, (n, w_t.shape[1]))
+    if clustered:
+        transferable, residual = _clustered(rng, n, w_t.shape[1])
+    else:
+        sem = _semantic(texts, sem_table)
+        transferable = sem @ w_t
+        residual = sem @ w_r + warm[:, None] * rng.normal(0, 0.1, (n, w_t.shape[1]))
     residual = residual.astype(np.float32)
     full = transferable + residual
     logits = transferable @ centroids.T / 0.1
@@ -147,8 +169,8 @@ def _items(rng: np.random.Generator, n: int, sem_table: np.ndarray, w_t: np.ndar
     table = pa.table({
         "item_id": ids, "domain": domain, "text": texts,
         "full": _fixed(full), "transferable": _fixed(transferable), "residual": _fixed(residual),
-        "intent_ids": pa.array(top.tolist(), pa.list_(pa.int64())),
-        "intent_weights": pa.array(w.tolist(), pa.list_(pa.float32())), "warm": warm})
+        "intent_ids": _list(top.astype(np.int64), pa.int64()),
+        "intent_weights": _list(w, pa.float32()), "warm": warm})
     return table, full
 
 
@@ -160,8 +182,16 @@ def _index(path: Path, ids: np.ndarray, vectors: np.ndarray) -> None:
 
 
 def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d: int = 16,
-                      version: str | None = None, make_current: bool = True) -> Manifest:
-    """Write, commit and (by default) make current a synthetic version under ``root``."""
+                      version: str | None = None, make_current: bool = True,
+                      ipc: bool = False, index: IndexConfig | None = None,
+                      clustered: bool = False) -> Manifest:
+    """Write, commit and (by default) make current a synthetic version under ``root``.
+
+    ``ipc`` also writes the memory-mapped serving tables (``items.arrow``, ``users.arrow``)
+    as publish does; without it the version looks like one published before them. ``index``
+    builds, measures and records the indexes with publish's own code (``serving.ann``)
+    instead of a fixed small HNSW. ``clustered`` draws item vectors from a mixture of
+    Gaussians (no duplicate vectors, as in a real catalogue) instead of from 3 of 15 words."""
     rng = np.random.default_rng(seed)
     store = VersionStore(root)
     version, stage = store.new_staging(version)
@@ -169,7 +199,7 @@ def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d:
     sem_table = rng.normal(size=(len(WORDS) + 2, s)).astype(np.float32)
     w_t, w_r = (rng.normal(0, 0.5, (s, d)).astype(np.float32) for _ in range(2))
     centroids = rng.normal(size=(k, d)).astype(np.float32)
-    items, full = _items(rng, n_items, sem_table, w_t, w_r, centroids, m)
+    items, full = _items(rng, n_items, sem_table, w_t, w_r, centroids, m, clustered)
     pq.write_table(items, stage / layout.ITEMS)
     pq.write_table(pa.table({
         "intent_id": np.arange(k, dtype=np.int64), "vector": _fixed(centroids),
@@ -183,19 +213,41 @@ def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d:
     _composer(stage / layout.COMPOSER_ONNX, centroids)
     _adapter(stage / layout.ADAPTER_ONNX, w_t, w_r)
     _encoder(stage / layout.ENCODER_DIR, sem_table)
+    params: dict = {"composer_max_len": 10, "top_m": m, "n_intents": k, "top_intents": 3}
+    metrics: dict = {}
+    if index is not None:
+        params["search"], metrics["index"] = _measured_indexes(stage, items, full, index)
+    else:
+        _fixed_indexes(stage, items, full)
+    if ipc:
+        write_ipc(items_for_serving(items, SYNTH_DOMAINS, m), stage / layout.ITEMS_ARROW)
+        write_ipc(users_for_serving(pq.read_table(stage / layout.USERS), SYNTH_DOMAINS),
+                  stage / layout.USERS_ARROW)
+    manifest = Manifest(
+        version=version, created_at=datetime.now(timezone.utc).isoformat(),
+        domains=SYNTH_DOMAINS, dims={"embedding": d, "semantic": s},
+        counts={"items": n_items, "intents": k, "users": len(users)},
+        params=params, metrics=metrics)
+    store.commit(stage, manifest)
+    store.mark_published(version)  # a synthetic version counts as fully published
+    return store.set_current(version) if make_current else store.manifest(version)
+
+
+def _fixed_indexes(stage: Path, items: pa.Table, full: np.ndarray) -> None:
     domains = items.column("domain").to_numpy(zero_copy_only=False)
     for name in SYNTH_DOMAINS:
         rows = np.flatnonzero(domains == name)
         _index(stage / layout.index_file(name), items.column("item_id").to_numpy()[rows],
                full[rows])
-    manifest = Manifest(
-        version=version, created_at=datetime.now(timezone.utc).isoformat(),
-        domains=SYNTH_DOMAINS, dims={"embedding": d, "semantic": s},
-        counts={"items": n_items, "intents": k, "users": len(users)},
-        params={"composer_max_len": 10, "top_m": m, "n_intents": k, "top_intents": 3})
-    store.commit(stage, manifest)
-    store.mark_published(version)  # a synthetic version counts as fully published
-    return store.set_current(version) if make_current else store.manifest(version)
+
+
+def _measured_indexes(stage: Path, items: pa.Table, full: np.ndarray,
+                      index: IndexConfig) -> tuple[dict, dict]:
+    from serving.ann import write_domain_indexes
+
+    codes = np.array([SYNTH_DOMAINS.index(x) for x in items.column("domain").to_pylist()])
+    return write_domain_indexes(stage, full.astype(np.float32), items.column("item_id")
+                                .to_numpy(), codes, SYNTH_DOMAINS, index, layout.index_file)
 
 
 def clone_version(root: str | Path, source: str, *, scale: float | None = None,
@@ -218,6 +270,9 @@ def clone_version(root: str | Path, source: str, *, scale: float | None = None,
             table = table.set_column(table.schema.get_field_index(part), part,
                                      _fixed(vec.astype(np.float32)))
         pq.write_table(table, stage / layout.ITEMS)
+        if (stage / layout.ITEMS_ARROW).exists():  # the serving copy follows
+            write_ipc(items_for_serving(table, src.domains, int(src.params["top_m"])),
+                      stage / layout.ITEMS_ARROW)
         _reindex(stage, src, table)
     store.commit(stage, src.model_copy(update={"version": version, "files": {}}))
     store.mark_published(version)

@@ -31,4 +31,4 @@ def test_proto_package_is_versioned():
     assert xemb_pb2.DESCRIPTOR.package == "xemb.v1"
     methods = {m.name for m in xemb_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].methods}
     assert methods == {"GetItemEmbeddings", "ComposeUserIntent", "Retrieve", "EncodeItems",
-                       "GetVersion", "ListVersions"}
+                       "GetVersion", "ListVersions", "ComposeUserIntentBatch", "RetrieveBatch"}

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xemb.errors import ConfigError
 from xemb.settings.feast import FeastConfig
+from xemb.settings.index import IndexConfig
 from xemb.settings.offline import (
     AdapterConfig,
     BuildConfig,
@@ -47,6 +48,8 @@ class XembConfig(BaseModel):
     """Evaluation protocol."""
     gate: GateConfig = Field(default_factory=GateConfig)
     """Quality gate: when a new build may become current."""
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    """ANN indexes written at publish (type by domain size, tuned to a recall target)."""
     feast: FeastConfig = Field(default_factory=FeastConfig)
     """Feast publishing."""
     serving: ServingConfig = Field(default_factory=ServingConfig)

@@ -40,14 +40,20 @@ class ServingConfig(BaseModel):
     """Texts per EncodeItems call."""
     max_text_chars: int = Field(10_000, ge=1)
     """Characters per text in EncodeItems (the tokenizer truncates long texts anyway)."""
+    max_batch_rows: int = Field(1000, ge=1)
+    """Rows (histories, users, vectors or item ids) per ComposeUserIntentBatch or
+    RetrieveBatch call; each row also obeys the single-call limits."""
 
     # ---- retrieval -----------------------------------------------------------------
     ann_max_k: int = Field(1000, ge=1)
     """Above this many candidates (k plus excluded ids), Retrieve searches exactly."""
-    ef_search: int = Field(256, ge=1)
-    """HNSW search breadth (raised to the candidate count when that is larger)."""
-    nprobe: int = Field(32, ge=1)
-    """IVF lists probed per query."""
+    ef_search: int | None = Field(None, ge=1)
+    """HNSW search breadth (raised to the candidate count when that is larger); None: the
+    value publish tuned to ``index.recall_target`` for each domain (``params.search`` of the
+    manifest), 256 for versions without one."""
+    nprobe: int | None = Field(None, ge=1)
+    """IVF lists probed per query; None: the value publish tuned for each domain, 32 for
+    versions without one."""
     exact_search: bool = False
     """Always search exactly (brute-force inner product) instead of the faiss indexes."""
 

@@ -216,3 +216,99 @@ class ListVersionsResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
     serving: str
     def __init__(self, versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., serving: _Optional[str] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("code", "field", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    field: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ComposeUserIntentBatchRequest(_message.Message):
+    __slots__ = ("requests", "version")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ComposeUserIntentRequest]
+    version: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[ComposeUserIntentRequest, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ComposedUser(_message.Message):
+    __slots__ = ("source", "intents", "unknown_item_ids", "items_used", "intent_entropy", "intent_entropy_ratio", "error")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INTENTS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_USED_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ENTROPY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    source: IntentSource
+    intents: _containers.RepeatedCompositeFieldContainer[Intent]
+    unknown_item_ids: _containers.RepeatedScalarFieldContainer[int]
+    items_used: int
+    intent_entropy: float
+    intent_entropy_ratio: float
+    error: RowError
+    def __init__(self, source: _Optional[_Union[IntentSource, str]] = ..., intents: _Optional[_Iterable[_Union[Intent, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., items_used: _Optional[int] = ..., intent_entropy: _Optional[float] = ..., intent_entropy_ratio: _Optional[float] = ..., error: _Optional[_Union[RowError, _Mapping]] = ...) -> None: ...
+
+class ComposeUserIntentBatchResponse(_message.Message):
+    __slots__ = ("user_vectors", "results", "version")
+    USER_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    user_vectors: Tensor
+    results: _containers.RepeatedCompositeFieldContainer[ComposedUser]
+    version: str
+    def __init__(self, user_vectors: _Optional[_Union[Tensor, _Mapping]] = ..., results: _Optional[_Iterable[_Union[ComposedUser, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ItemIdList(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class UserList(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ComposeUserIntentRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ComposeUserIntentRequest, _Mapping]]] = ...) -> None: ...
+
+class RetrieveBatchRequest(_message.Message):
+    __slots__ = ("vectors", "item_ids", "users", "domain", "k", "exclude_ids", "version")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    vectors: Tensor
+    item_ids: ItemIdList
+    users: UserList
+    domain: str
+    k: int
+    exclude_ids: _containers.RepeatedCompositeFieldContainer[ItemIdList]
+    version: str
+    def __init__(self, vectors: _Optional[_Union[Tensor, _Mapping]] = ..., item_ids: _Optional[_Union[ItemIdList, _Mapping]] = ..., users: _Optional[_Union[UserList, _Mapping]] = ..., domain: _Optional[str] = ..., k: _Optional[int] = ..., exclude_ids: _Optional[_Iterable[_Union[ItemIdList, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+
+class RetrieveResult(_message.Message):
+    __slots__ = ("item_ids", "scores", "exact", "error")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    exact: bool
+    error: RowError
+    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., exact: _Optional[bool] = ..., error: _Optional[_Union[RowError, _Mapping]] = ...) -> None: ...
+
+class RetrieveBatchResponse(_message.Message):
+    __slots__ = ("results", "version")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RetrieveResult]
+    version: str
+    def __init__(self, results: _Optional[_Iterable[_Union[RetrieveResult, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...

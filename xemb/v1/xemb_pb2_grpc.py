@@ -64,6 +64,16 @@ class EmbeddingServiceStub:
                 request_serializer=xemb_dot_v1_dot_xemb__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=xemb_dot_v1_dot_xemb__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
+        self.ComposeUserIntentBatch = channel.unary_unary(
+                '/xemb.v1.EmbeddingService/ComposeUserIntentBatch',
+                request_serializer=xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchRequest.SerializeToString,
+                response_deserializer=xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchResponse.FromString,
+                _registered_method=True)
+        self.RetrieveBatch = channel.unary_unary(
+                '/xemb.v1.EmbeddingService/RetrieveBatch',
+                request_serializer=xemb_dot_v1_dot_xemb__pb2.RetrieveBatchRequest.SerializeToString,
+                response_deserializer=xemb_dot_v1_dot_xemb__pb2.RetrieveBatchResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -105,6 +115,18 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComposeUserIntentBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrieveBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +159,16 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.ListVersions,
                     request_deserializer=xemb_dot_v1_dot_xemb__pb2.ListVersionsRequest.FromString,
                     response_serializer=xemb_dot_v1_dot_xemb__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'ComposeUserIntentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComposeUserIntentBatch,
+                    request_deserializer=xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchRequest.FromString,
+                    response_serializer=xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchResponse.SerializeToString,
+            ),
+            'RetrieveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrieveBatch,
+                    request_deserializer=xemb_dot_v1_dot_xemb__pb2.RetrieveBatchRequest.FromString,
+                    response_serializer=xemb_dot_v1_dot_xemb__pb2.RetrieveBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +333,60 @@ class EmbeddingService:
             '/xemb.v1.EmbeddingService/ListVersions',
             xemb_dot_v1_dot_xemb__pb2.ListVersionsRequest.SerializeToString,
             xemb_dot_v1_dot_xemb__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComposeUserIntentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xemb.v1.EmbeddingService/ComposeUserIntentBatch',
+            xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchRequest.SerializeToString,
+            xemb_dot_v1_dot_xemb__pb2.ComposeUserIntentBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrieveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xemb.v1.EmbeddingService/RetrieveBatch',
+            xemb_dot_v1_dot_xemb__pb2.RetrieveBatchRequest.SerializeToString,
+            xemb_dot_v1_dot_xemb__pb2.RetrieveBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
