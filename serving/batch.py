@@ -9,6 +9,7 @@ RowError and a zero vector instead of failing the page of users it came with.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +27,7 @@ from xemb.v1 import xemb_pb2 as pb
 __all__ = ["compose_batch", "retrieve_batch", "compose_row", "intent_msg", "UserRow"]
 
 RowFailure = (NotFound, FailedPrecondition)
+_FIELD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
 
 
 def intent_msg(intents: list[ops.IntentRow]) -> list[pb.Intent]:
@@ -54,8 +56,12 @@ def compose_row(v: LoadedVersion, row: UserRow) -> ops.Composed:
     return ops.compose(v, row.history, row.target, row.user, row.top)
 
 
-def _row_error(exc: Exception, prefix: str) -> pb.RowError:
-    field = getattr(exc, "field", None)
+def _row_error(exc: Exception, prefix: str, inner: bool = True) -> pb.RowError:
+    """The row's error; its field is the exception's, or the one its message starts with
+    (xemb's messages name the field first: ``user_id: unknown user ...``)."""
+    head = str(exc).split(": ", 1)[0]
+    field = getattr(exc, "field", None) or (head if _FIELD.fullmatch(head) else None)
+    field = field if inner else None  # the row is the field (an item id of item_ids.ids)
     code = "NOT_FOUND" if isinstance(exc, NotFound) else "FAILED_PRECONDITION"
     return pb.RowError(code=code, field=prefix + field if field else prefix.rstrip("."),
                        message=str(exc))
@@ -175,7 +181,8 @@ def retrieve_batch(v: LoadedVersion, request: pb.RetrieveBatchRequest, cfg: Serv
         try:
             q = query()
         except RowFailure as exc:
-            results.append(pb.RetrieveResult(error=_row_error(exc, f"{field}[{i}].")))
+            results.append(pb.RetrieveResult(error=_row_error(exc, f"{field}[{i}].",
+                                                              field != "item_ids.ids")))
             continue
         if item is not None:
             exclude = np.append(exclude, np.int64(item))

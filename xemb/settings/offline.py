@@ -176,6 +176,10 @@ class IntentsConfig(_Section):
     niter: int = Field(25, ge=1)
     temperature: float = Field(0.1, gt=0)
     """Softmax temperature of item->intent weights."""
+    train_sample: int = Field(262_144, ge=2)
+    """Items k-means trains on: a seeded sample when the catalogue is larger (every item
+    when it is not, as with food-kitchen's 36k); every item is then assigned to its top-m
+    intents in batches of ``build.batch_items``, so no items x intents matrix is formed."""
     label_titles: int = Field(3, ge=1)
     """Most central titles joined into each intent's label (and into its label per domain)."""
     top_terms: int = Field(5, ge=0)
@@ -225,6 +229,15 @@ class BuildConfig(_Section):
     """Max abs difference allowed between torch and ONNX Runtime at export."""
     threads: int | None = Field(None, ge=1)
     """torch/ONNX Runtime intra-op threads; default: all cores."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the stages that run a model (encoding, distillation, descriptions, adapter and
+    composer training, materialization through ONNX Runtime) run: ``auto`` is ``cuda`` when
+    torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error. ONNX Runtime uses its
+    CUDA provider when it is installed (``onnxruntime-gpu``) and the device is ``cuda``."""
+    batch_items: int = Field(65_536, ge=1)
+    """Items per batch in the stages that run over every item (adapter outputs, intent
+    assignment, materialization through ONNX, encode-cache flushes): their peak memory
+    grows with this, not with the catalogue."""
 
 
 class EvalConfig(_Section):
