@@ -57,9 +57,10 @@ class DescribeCache:
 
 
 class Generator:
-    """A local ``AutoModelForCausalLM`` and its tokenizer, greedy, left-padded batches."""
+    """A local ``AutoModelForCausalLM`` and its tokenizer, greedy, left-padded batches, on
+    ``device`` (a resolved ``build.device``: ``cpu`` or ``cuda``)."""
 
-    def __init__(self, cfg: DescribeConfig) -> None:
+    def __init__(self, cfg: DescribeConfig, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from embedders.encode import _model_fingerprint
@@ -67,11 +68,12 @@ class Generator:
         if cfg.model is None or not cfg.model.is_dir():
             raise ConfigError(f"describe.model: a local causal LM folder is needed "
                               f"(got {cfg.model})")
-        self.cfg = cfg
+        self.cfg, self.device = cfg, device
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(cfg.model), local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(str(cfg.model),
-                                                              local_files_only=True).eval()
+                                                              local_files_only=True
+                                                              ).eval().to(device)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"describe.model: cannot load {cfg.model}: {exc}") from exc
         self.tokenizer.padding_side = "left"  # generated tokens follow every prompt directly
@@ -86,12 +88,12 @@ class Generator:
         import torch
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.cfg.max_prompt_tokens)
+                             max_length=self.cfg.max_prompt_tokens).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=self.cfg.max_new_tokens,
                                       do_sample=False, num_beams=1,
                                       pad_token_id=self.tokenizer.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1]:].cpu()
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
@@ -110,10 +112,13 @@ def _key(fingerprint: str, prompt: str) -> str:
 
 def describe_items(cfg: DescribeConfig, items: list[Mapping[str, object]], cache_dir: Path,
                    generator: Generator | None = None,
-                   log: Callable[[str], None] = print) -> tuple[dict[str, list[str]], int]:
+                   log: Callable[[str], None] = print,
+                   device: str = "cpu") -> tuple[dict[str, list[str]], int]:
     """One generated text per item and prompt (``cfg.prompts``: column -> template); returns
-    the columns and how many texts were generated now (the rest came from the cache)."""
-    gen = generator or Generator(cfg)
+    the columns and how many texts were generated now (the rest came from the cache). The
+    model runs on ``device`` (pass ``resolve_device(cfg.build.device)``) unless a
+    ``generator`` is given."""
+    gen = generator or Generator(cfg, device)
     cache = DescribeCache(cache_dir, gen.fingerprint)
     rendered = {col: render_prompts(t, items) for col, t in cfg.prompts.items()}
     todo = list(dict.fromkeys(p for ps in rendered.values() for p in ps

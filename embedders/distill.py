@@ -30,6 +30,7 @@ from embedders.encode import (
     _load_tokenizer,
     _model_fingerprint,
     encode_items,
+    semantic_file,
 )
 from xemb import layout
 from xemb.errors import ConfigError, ParityError
@@ -142,9 +143,10 @@ def init_projection(student: StudentEncoder, texts: list[str], targets: np.ndarr
     proj = student.module.proj
     if proj is None or not texts:
         return
-    x = torch.cat([student.module.pooler(**student.tokenize(texts[i:i + 256]))
+    x = torch.cat([student.module.pooler(**{k: v.to(student.device) for k, v in
+                                            student.tokenize(texts[i:i + 256]).items()})
                    for i in range(0, len(texts), 256)]).double()
-    y = torch.from_numpy(targets).double()
+    y = torch.from_numpy(targets).double().to(x.device)
     w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
     proj.weight.copy_(w.T.to(proj.weight.dtype))
     proj.bias.zero_()
@@ -157,14 +159,17 @@ def train_student(student: StudentEncoder, texts: list[str], targets: np.ndarray
     module = student.module.eval()  # dropout off: the targets are deterministic
     opt = torch.optim.AdamW(module.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
-    target = torch.from_numpy(targets)
+    device = student.device
+    target = torch.from_numpy(targets).to(device)
     losses = []
     for epoch in range(s.epochs):
         perm, total, steps = torch.randperm(len(texts), generator=gen), 0.0, 0
         for b in range(0, len(texts), s.batch_size):
             idx = perm[b:b + s.batch_size]
-            pred = module(**student.tokenize([texts[i] for i in idx]))
-            loss = distill_loss(pred, target[idx], s.relational_weight, s.temperature)
+            feeds = student.tokenize([texts[i] for i in idx])
+            pred = module(**{k: v.to(device) for k, v in feeds.items()})
+            loss = distill_loss(pred, target[idx.to(device)], s.relational_weight,
+                                s.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -233,19 +238,23 @@ def _split(n: int, s: StudentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_dir: Path,
                         parity_tol: float, threads: int | None,
-                        log: Callable[[str], None]) -> np.ndarray:
-    """Teacher vectors for the sample, student vectors for the rest; the student's ONNX export
-    (``encoder/``) and ``distill.json`` (held-out cosine, timings) land in ``out``."""
+                        log: Callable[[str], None], device: str = "cpu",
+                        vectors_path: Path | None = None) -> np.ndarray:
+    """Teacher vectors for the sample, student vectors for the rest (written batch by batch
+    into a memory-mapped ``vectors_path`` when given); teacher and student run on ``device``
+    (the export on CPU). The student's ONNX export (``encoder/``) and ``distill.json``
+    (held-out cosine, timings) land in ``out``."""
     if cfg.type != "text":
         raise ConfigError("encoder.student needs encoder.type: text")
-    teacher = TextEncoder(cfg)
+    teacher = TextEncoder(cfg).to(device)
     hold, train, rest = _split(len(texts), cfg.student)
     sample = np.sort(np.concatenate([hold, train]))
     t0 = time.perf_counter()
-    vec = np.zeros((len(texts), teacher.dim), np.float32)
+    vec = (semantic_file(vectors_path, len(texts), teacher.dim) if vectors_path is not None
+           else np.zeros((len(texts), teacher.dim), np.float32))
     vec[sample], n_new = encode_items(teacher, [texts[i] for i in sample], None, cache_dir)
     t_teacher = time.perf_counter() - t0
-    student = StudentEncoder(cfg, teacher)
+    student = StudentEncoder(cfg, teacher).to(device)
     hold_texts = [texts[i] for i in hold]
     rec: dict = {"teacher_items": len(sample), "teacher_encoded": n_new,
                  "held_out": len(hold), "trained_on": len(train), "student_items": len(rest),
@@ -264,13 +273,14 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
         f"{rec['cos_untrained']:.4f} untrained -> {rec['cos_held_out']:.4f}")
     bulk: StudentEncoder | OnnxTextEncoder = student
     if cfg.export_onnx:
-        rec["export"] = _export(student, out, texts[:64], parity_tol)
+        rec["export"] = _export(student.to("cpu"), out, texts[:64], parity_tol)
+        student.to(device)
         if cfg.backend == "onnx":
             bulk = OnnxTextEncoder(student, out / layout.ENCODER_ONNX,  # type: ignore[arg-type]
-                                   threads)
+                                   threads, device)
     t0 = time.perf_counter()
-    if len(rest):
-        vec[rest] = bulk.encode([texts[i] for i in rest])
+    for idx, v in bulk.batches([texts[i] for i in rest]):  # streamed into vec
+        vec[rest[idx]] = v
     if bulk is not student:  # the graph that encodes the rest and cold-start items
         rec["cos_held_out_served"] = round(float(
             (bulk.encode(hold_texts) * vec[hold]).sum(1).mean()), 6)
@@ -278,6 +288,8 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
                                                                          - t0, 2)}
     rec["fingerprint"] = student.fingerprint
     (out / RECORD).write_text(json.dumps(rec, indent=2))
+    if isinstance(vec, np.memmap):
+        vec.flush()
     return vec
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import torch
@@ -20,8 +22,8 @@ from xemb.errors import ConfigError
 from xemb.settings.offline import EncoderConfig
 
 __all__ = ["Encoder", "TextEncoder", "ClipEncoder", "OnnxTextEncoder", "load_encoder",
-           "default_model_path",
-           "encode_items", "EncodeCache"]
+           "default_model_path", "encode_batch", "encode_items", "EncodeCache",
+           "content_keys", "semantic_file"]
 
 
 def default_model_path() -> Path:
@@ -53,6 +55,11 @@ class Encoder(Protocol):
 
     def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
         """[N, dim] float32, rows L2-normalised."""
+        ...
+
+    def batches(self, texts: list[str], images: list[str | None] | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in ``texts``, their [B, dim] vectors), batch by batch."""
         ...
 
 
@@ -90,15 +97,43 @@ def _sorted_batches(texts: list[str], size: int) -> list[np.ndarray]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-class PooledTextEncoding:
+Batches = Iterator[tuple[np.ndarray, np.ndarray]]
+
+
+class _Streaming:
+    """``encode`` over ``batches``: an encoder yields (positions, vectors) batch by batch,
+    so a caller can write them anywhere (a memory map, a cache shard) as they come."""
+
+    dim: int
+
+    def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
+        """[N, dim] float32, rows L2-normalised."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for idx, vectors in self.batches(texts, images):
+            out[idx] = vectors
+        return out
+
+
+class PooledTextEncoding(_Streaming):
     """Tokenize and encode in length-sorted batches through ``self.module`` (a pooled
-    transformers model); shared by the frozen encoder and the distilled student."""
+    transformers model) on ``self.device``; shared by the frozen encoder and the distilled
+    student."""
 
     cfg: EncoderConfig
     tokenizer: Any
     module: torch.nn.Module
     dim: int
+    device: str = "cpu"
     progress = "encode"
+
+    def to(self, device: str) -> Self:
+        """Run the model on ``device`` (``cpu`` or ``cuda``); ``tokenize`` stays on CPU."""
+        self.module.to(device)
+        self.device = device
+        return self
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(texts, padding=True, truncation=True,
@@ -106,13 +141,12 @@ class PooledTextEncoding:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        batches = _sorted_batches(texts, self.cfg.batch_size)
-        for idx in tqdm(batches, desc=self.progress, unit="batch",
-                        disable=len(batches) < 2):
-            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
-        return out
+    def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
+        order = _sorted_batches(texts, self.cfg.batch_size)
+        for idx in tqdm(order, desc=self.progress, unit="batch", disable=len(order) < 2):
+            feeds = {k: v.to(self.device) for k, v in self.tokenize(
+                [texts[i] for i in idx]).items()}
+            yield idx, self.module(**feeds).float().cpu().numpy()
 
 
 class TextEncoder(PooledTextEncoding):
@@ -136,9 +170,11 @@ class TextEncoder(PooledTextEncoding):
 
 
 
-class ClipEncoder:
+class ClipEncoder(_Streaming):
     """CLIP-style dual encoder: text tower for every item, image tower where an image exists;
     the two normalised vectors are mixed by ``image_weight`` and re-normalised."""
+
+    device = "cpu"
 
     def __init__(self, cfg: EncoderConfig) -> None:
         from transformers import AutoImageProcessor, CLIPModel
@@ -164,27 +200,34 @@ class ClipEncoder:
                              return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def to(self, device: str) -> Self:
+        self.model.to(device)
+        self.device = device
+        return self
+
     @torch.inference_mode()
     def _image_vectors(self, paths: list[str]) -> np.ndarray:
         from PIL import Image
 
         pics = [Image.open(p).convert("RGB") for p in paths]
-        pixels = self.images(images=pics, return_tensors="pt")["pixel_values"]
-        return _normalize(_features(self.model.get_image_features(pixel_values=pixels))).numpy()
+        pixels = self.images(images=pics, return_tensors="pt")["pixel_values"].to(self.device)
+        feats = _features(self.model.get_image_features(pixel_values=pixels))
+        return _normalize(feats).float().cpu().numpy()
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
+    def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
         for idx in tqdm(_sorted_batches(texts, self.cfg.batch_size), desc="encode",
                         unit="batch"):
-            out[idx] = self.module(**self.tokenize([texts[i] for i in idx])).numpy()
-            with_img = [i for i in idx if images is not None and images[i]]
+            feeds = {k: v.to(self.device) for k, v in self.tokenize(
+                [texts[i] for i in idx]).items()}
+            out = self.module(**feeds).float().cpu().numpy()
+            with_img = [j for j, i in enumerate(idx) if images is not None and images[i]]
             if with_img:
-                img = self._image_vectors([images[i] for i in with_img])  # type: ignore[index]
+                img = self._image_vectors([images[idx[j]] for j in with_img])  # type: ignore[index,misc]
                 w = self.cfg.image_weight
                 mixed = (1 - w) * out[with_img] + w * img
                 out[with_img] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
-        return out
+            yield idx, out
 
 
 def _features(x: object) -> torch.Tensor:
@@ -205,11 +248,15 @@ class _ClipText(torch.nn.Module):
         return _normalize(_features(feats))
 
 
-class OnnxTextEncoder:
-    """A ``TextEncoder``'s tokenizer in front of its ONNX export (same vectors to ~1e-6)."""
+class OnnxTextEncoder(_Streaming):
+    """A ``TextEncoder``'s tokenizer in front of its ONNX export (same vectors to ~1e-6);
+    ONNX Runtime's CUDA provider is used when ``device`` is ``cuda`` and it is installed."""
 
-    def __init__(self, encoder: TextEncoder, onnx_path: Path, threads: int | None = None) -> None:
+    def __init__(self, encoder: TextEncoder, onnx_path: Path, threads: int | None = None,
+                 device: str = "cpu") -> None:
         import onnxruntime as ort
+
+        from embedders.device import ort_providers
 
         opts = ort.SessionOptions()
         if threads:
@@ -217,75 +264,165 @@ class OnnxTextEncoder:
         self.encoder, self.dim, self.path = encoder, encoder.dim, encoder.path
         self.fingerprint = encoder.fingerprint + "-onnx"
         self.session = ort.InferenceSession(str(onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=ort_providers(device))
 
-    def encode(self, texts: list[str], images: list[str | None] | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        batches = _sorted_batches(texts, self.encoder.cfg.batch_size)
-        for idx in tqdm(batches, desc="encode (onnx)", unit="batch", disable=len(batches) < 2):
+    def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
+        order = _sorted_batches(texts, self.encoder.cfg.batch_size)
+        for idx in tqdm(order, desc="encode (onnx)", unit="batch", disable=len(order) < 2):
             feeds = self.encoder.tokenize([texts[i] for i in idx])
-            out[idx] = self.session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
-        return out
+            yield idx, self.session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
 
 
 _ENCODERS = {"text": TextEncoder, "clip": ClipEncoder}
 
 
-def load_encoder(cfg: EncoderConfig) -> Encoder:
-    return _ENCODERS[cfg.type](cfg)  # type: ignore[return-value]
+def load_encoder(cfg: EncoderConfig, device: str = "cpu") -> Encoder:
+    """The configured encoder, its model on ``device`` (a resolved ``build.device``)."""
+    return _ENCODERS[cfg.type](cfg).to(device)  # type: ignore[attr-defined,return-value]
+
+
+def encode_batch(encoder: Encoder, texts: list[str],
+                 images: list[str | None] | None = None) -> np.ndarray:
+    """One batch of item texts (and image paths) -> [B, dim] float32 unit vectors: the per-batch
+    function of the encode stage (a Ray Data ``map_batches`` actor holds one ``load_encoder``
+    and calls this; memory grows with the batch). No cache: the driver looks keys up."""
+    return encoder.encode(texts, images)
+
+
+def _as_keys(rows: np.ndarray) -> np.ndarray:
+    """[N, 32] uint8 digests -> [N] 32-byte values that sort and compare as bytes."""
+    return np.ascontiguousarray(rows, np.uint8).reshape(-1, 32).view("V32").ravel()
 
 
 class EncodeCache:
-    """Content-addressed vectors of one encoder: ``<dir>/<fingerprint>.npz`` (keys, vectors)."""
+    """Content-addressed vectors of one encoder, in shards ``<dir>/<fingerprint>/*.npz`` (keys,
+    vectors), each written whole (atomic rename) while encoding goes on, so memory grows with
+    a shard and a killed run keeps what it flushed. The single ``<dir>/<fingerprint>.npz`` of
+    earlier versions is read as one more shard. Lookups are vectorised over sorted keys."""
 
     def __init__(self, directory: Path, fingerprint: str) -> None:
-        self.path = directory / f"{fingerprint}.npz"
-        self.keys: dict[bytes, int] = {}
-        self.vectors = np.zeros((0, 0), np.float32)
-        if self.path.is_file():
-            with np.load(self.path) as z:
-                self.vectors = z["vectors"]
-                self.keys = {bytes(k): i for i, k in enumerate(z["keys"])}
+        self.dir = directory / fingerprint
+        legacy = directory / f"{fingerprint}.npz"
+        self.shards = ([legacy] if legacy.is_file() else []) + (
+            sorted(self.dir.glob("*.npz")) if self.dir.is_dir() else [])
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def lookup(self, keys: list[bytes]) -> tuple[np.ndarray, list[int]]:
-        """Row of each key in the cache (-1 if absent) and the positions that are missing."""
-        rows = np.array([self.keys.get(k, -1) for k in keys], np.int64)
-        return rows, [i for i, r in enumerate(rows) if r < 0]
+    def _build_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted keys, their shard, their row, sort order); a later shard wins a key."""
+        keys, shard, row = [], [], []
+        for i, path in enumerate(self.shards):
+            with np.load(path) as z:
+                k = _as_keys(z["keys"])
+            keys.append(k)
+            shard.append(np.full(len(k), i, np.int32))
+            row.append(np.arange(len(k), dtype=np.int64))
+        allk = np.concatenate(keys) if keys else _as_keys(np.zeros((0, 32), np.uint8))
+        order = np.argsort(allk, kind="stable")
+        shards = np.concatenate(shard) if shard else np.zeros(0, np.int32)
+        rows = np.concatenate(row) if row else np.zeros(0, np.int64)
+        return allk[order], shards[order], rows[order], order
 
-    def add(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        start = len(self.keys)
-        self.vectors = vectors if start == 0 else np.concatenate([self.vectors, vectors])
-        self.keys.update({k: start + i for i, k in enumerate(keys)})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.npz")
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, row) of each key (from :func:`content_keys`); shard -1 where absent."""
+        if self._index is None:
+            self._index = self._build_index()
+        sorted_keys, shard, row, _ = self._index
+        if not len(sorted_keys):
+            return np.full(len(keys), -1, np.int32), np.zeros(len(keys), np.int64)
+        # the last of equal keys: searchsorted right, minus one
+        pos = np.searchsorted(sorted_keys, keys, side="right") - 1
+        hit = (pos >= 0) & (sorted_keys[np.maximum(pos, 0)] == keys)
+        return np.where(hit, shard[pos], -1), np.where(hit, row[pos], 0)
+
+    def fill(self, out: np.ndarray, positions: np.ndarray, shard: np.ndarray,
+             row: np.ndarray) -> None:
+        """``out[positions[j]] = vector`` of (shard[j], row[j]), one shard in memory at a time."""
+        for i in np.unique(shard):
+            sel = shard == i
+            with np.load(self.shards[int(i)]) as z:
+                vectors = z["vectors"]
+            out[positions[sel]] = vectors[row[sel]]
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Write one shard (visible to lookups of this object and of later ones)."""
+        if not len(keys):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{len(self.shards):06d}-{secrets.token_hex(4)}.npz"
+        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
         # uint8 rows, not an "S32" array: numpy strips trailing NUL bytes from those
-        rows = np.frombuffer(b"".join(self.keys), np.uint8).reshape(-1, 32)
-        np.savez(tmp, keys=rows, vectors=self.vectors)
-        os.replace(tmp, self.path)
+        rows = np.frombuffer(keys.tobytes(), np.uint8).reshape(-1, 32)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=rows, vectors=np.asarray(vectors, np.float32))
+        os.replace(tmp, self.dir / name)
+        self.shards.append(self.dir / name)
+        self._index = None
 
 
-def content_keys(texts: list[str], images: list[str | None] | None) -> list[bytes]:
-    """sha256 of each item's text and image bytes: what the vector depends on."""
-    keys = []
+def content_keys(texts: list[str], images: list[str | None] | None) -> np.ndarray:
+    """sha256 of each item's text and image bytes (what the vector depends on), as [N]
+    32-byte values."""
+    digests = bytearray()
     for i, text in enumerate(texts):
         h = hashlib.sha256(text.encode("utf-8"))
         if images is not None and images[i]:
             h.update(b"\0image\0" + Path(images[i]).read_bytes())  # type: ignore[arg-type]
-        keys.append(h.digest())
-    return keys
+        digests += h.digest()
+    return _as_keys(np.frombuffer(bytes(digests), np.uint8))
 
 
 def encode_items(encoder: Encoder, texts: list[str], images: list[str | None] | None,
-                 cache_dir: Path) -> tuple[np.ndarray, int]:
-    """Vectors for all items, encoding only those not in the cache; returns (vectors, n_new)."""
+                 cache_dir: Path, out: np.ndarray | None = None,
+                 flush_items: int = 65_536) -> tuple[np.ndarray, int]:
+    """Vectors for all items, encoding only those not in the cache; returns (vectors, n_new).
+
+    Batches stream: each encoded batch is written into ``out`` (e.g. a memory-mapped
+    ``.npy``; a new array when None) and into the cache, flushed every ``flush_items`` new
+    vectors, so nothing but ``out`` grows with the catalogue. Items with the same content
+    get the vector of the last of them (the one the cache keeps)."""
+    out = np.zeros((len(texts), encoder.dim), np.float32) if out is None else out
     cache = EncodeCache(cache_dir, encoder.fingerprint)
     keys = content_keys(texts, images)
-    rows, missing = cache.lookup(keys)
-    if missing:
-        sub_images = [images[i] for i in missing] if images is not None else None
-        new = encoder.encode([texts[i] for i in missing], sub_images)
-        new_keys = [keys[i] for i in missing]
-        uniq = {k: j for j, k in enumerate(new_keys)}  # identical content encoded once
-        cache.add(list(uniq), new[list(uniq.values())])
-        rows, _ = cache.lookup(keys)
-    return cache.vectors[rows].astype(np.float32), len(missing)
+    shard, row = cache.lookup(keys)
+    hit = shard >= 0
+    cache.fill(out, np.flatnonzero(hit), shard[hit], row[hit])
+    missing = np.flatnonzero(~hit)
+    if len(missing):
+        _encode_missing(encoder, texts, images, keys, missing, out, cache, flush_items)
+    return out, len(missing)
+
+
+def _encode_missing(encoder: Encoder, texts: list[str], images: list[str | None] | None,
+                    keys: np.ndarray, missing: np.ndarray, out: np.ndarray,
+                    cache: EncodeCache, flush_items: int) -> None:
+    mkeys = keys[missing]
+    _, inv = np.unique(mkeys, return_inverse=True)
+    last = np.full(int(inv.max()) + 1, -1, np.int64)
+    np.maximum.at(last, inv.ravel(), np.arange(len(missing)))
+    src = last[inv.ravel()]  # the occurrence whose vector each missing item takes
+    keep = src == np.arange(len(missing))
+    sub_images = [images[i] for i in missing] if images is not None else None
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    for idx, vectors in encoder.batches([texts[i] for i in missing], sub_images):
+        out[missing[idx]] = vectors
+        k = keep[idx]
+        pending.append((mkeys[idx[k]], vectors[k]))
+        if sum(len(p[0]) for p in pending) >= flush_items:
+            cache.add(*_joined(pending))
+            pending = []
+    cache.add(*_joined(pending))
+    dups = np.flatnonzero(~keep)
+    if len(dups):
+        out[missing[dups]] = out[missing[src[dups]]]
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, "V32"), np.zeros((0, 0), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def semantic_file(path: Path, n: int, dim: int) -> np.memmap:
+    """A ``.npy`` of [n, dim] float32 opened for writing batch by batch (a memory map: the
+    encode stage then holds a batch, not the catalogue, beyond the page cache)."""
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))

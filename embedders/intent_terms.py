@@ -12,7 +12,7 @@ import html
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,18 +34,22 @@ def tokenize(text: str) -> set[str]:
 
 
 class TermStats:
-    """Document frequencies of the catalogue's titles (each title counts a word once)."""
+    """Document frequencies of the catalogue's titles (each title counts a word once). The
+    titles are kept by reference and tokenized again per group, so memory holds the counts,
+    not a word set per item."""
 
-    def __init__(self, texts: Iterable[str]) -> None:
-        self.docs = [tokenize(t) for t in texts]
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = texts
         self.df: Counter[str] = Counter()
-        for words in self.docs:
-            self.df.update(words)
-        self.n = max(len(self.docs), 1)
+        for t in texts:
+            self.df.update(tokenize(t))
+        self.n = max(len(texts), 1)
 
     def top(self, members: Sequence[int] | np.ndarray, n: int) -> list[str]:
         """The ``n`` most distinctive words of the titles at rows ``members``."""
-        return top_terms([self.docs[i] for i in members], self.df, self.n, n)
+        if n <= 0:
+            return []
+        return top_terms([tokenize(self.texts[i]) for i in members], self.df, self.n, n)
 
 
 def top_terms(group: Sequence[set[str]], df: Counter[str], n_docs: int, n: int) -> list[str]:

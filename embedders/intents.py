@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import numpy as np
 from embedders.intent_terms import TermStats
 from xemb.settings.offline import IntentsConfig
 
-__all__ = ["IntentLibrary", "build_intents", "intent_report", "members_by_intent"]
+__all__ = ["Assignment", "IntentLibrary", "assign_batch", "assign_intents", "build_intents",
+           "intent_report", "members_by_intent", "train_centroids"]
 
 TITLE_CHARS = 60
 
@@ -36,12 +38,6 @@ class IntentLibrary:
     item_weights: np.ndarray  # [N,m] weights per item (rows sum to 1)
     domain_labels: list[str] = field(default_factory=list)  # JSON {domain: label} per intent
     top_terms: list[list[str]] = field(default_factory=list)  # distinctive words per intent
-
-    def dense(self) -> np.ndarray:
-        """[N,K] item->intent weights (zeros off the top-m), for training the composer."""
-        out = np.zeros((len(self.item_ids), len(self.vectors)), np.float32)
-        np.put_along_axis(out, self.item_ids, self.item_weights, axis=1)
-        return out
 
     def save(self, path: Path) -> None:
         np.savez(path, vectors=self.vectors, support=self.support, item_ids=self.item_ids,
@@ -75,11 +71,70 @@ def _join(texts: list[str], rows: np.ndarray) -> str:
     return " | ".join(html.unescape(texts[i])[:TITLE_CHARS] for i in rows if i >= 0)
 
 
-def _labels(centroids: np.ndarray, x: np.ndarray, texts: list[str], n: int) -> list[str]:
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, nearest = index.search(centroids, n)
-    return [_join(texts, row) for row in nearest]
+def _labels(centroids: np.ndarray, x: np.ndarray, texts: list[str], n: int,
+            batch: int) -> list[str]:
+    """The ``n`` items nearest each centroid, searched batch by batch of items (one batch
+    holds every item of a catalogue up to ``batch``: one exact search, as before)."""
+    best_d = np.full((len(centroids), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(centroids), 0), np.int64)
+    for s in range(0, len(x), batch):
+        index = faiss.IndexFlatIP(x.shape[1])
+        index.add(_unit(x[s:s + batch]))
+        d, i = index.search(centroids, n)
+        d = np.where(i >= 0, d, -np.inf).astype(np.float32)
+        best_d = np.concatenate([best_d, d], axis=1)
+        best_i = np.concatenate([best_i, np.where(i >= 0, i + s, -1)], axis=1)
+        keep = np.argsort(-best_d, axis=1, kind="stable")[:, :n]
+        best_d = np.take_along_axis(best_d, keep, axis=1)
+        best_i = np.take_along_axis(best_i, keep, axis=1)
+    return [_join(texts, row) for row in best_i]
+
+
+@dataclass
+class Assignment:
+    """Items' top-m intents: ids [B,m] int64, cosine to each [B,m], softmax weights [B,m]."""
+
+    ids: np.ndarray
+    sims: np.ndarray
+    weights: np.ndarray
+
+
+def assign_batch(transferable: np.ndarray, centroids: np.ndarray, top_m: int,
+                 temperature: float) -> Assignment:
+    """One batch of transferable vectors -> their top-m intents (unit-normalised here):
+    the per-batch function of item->intent assignment (sparse; memory grows with the batch
+    times K, never with the catalogue)."""
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, np.float32))
+    sims, ids = index.search(_unit(transferable), min(top_m, len(centroids)))
+    return Assignment(ids.astype(np.int64), sims, _softmax(sims, temperature))
+
+
+def assign_intents(transferable: np.ndarray, centroids: np.ndarray, top_m: int,
+                   temperature: float, batch: int) -> Assignment:
+    """Every item's top-m intents, ``batch`` items at a time into [N,m] arrays."""
+    n, m = len(transferable), min(top_m, len(centroids))
+    out = Assignment(np.zeros((n, m), np.int64), np.zeros((n, m), np.float32),
+                     np.zeros((n, m), np.float32))
+    for s in range(0, n, batch):
+        a = assign_batch(transferable[s:s + batch], centroids, top_m, temperature)
+        out.ids[s:s + batch], out.sims[s:s + batch], out.weights[s:s + batch] = \
+            a.ids, a.sims, a.weights
+    return out
+
+
+def train_centroids(transferable: np.ndarray, cfg: IntentsConfig) -> np.ndarray:
+    """Spherical k-means on at most ``cfg.train_sample`` items (a seeded sample; every item
+    when there are no more), unit-normalised centroids [K,d]."""
+    n = len(transferable)
+    rows = (np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.train_sample, replace=False))
+            if n > cfg.train_sample else slice(None))
+    x = _unit(transferable[rows])
+    k = min(cfg.k, len(x))
+    km = faiss.Kmeans(x.shape[1], k, niter=cfg.niter, seed=cfg.seed, spherical=True,
+                      verbose=False, min_points_per_centroid=1)
+    km.train(x)
+    return _unit(np.asarray(km.centroids))
 
 
 def members_by_intent(top1: np.ndarray, sim1: np.ndarray, k: int) -> list[np.ndarray]:
@@ -99,27 +154,24 @@ def _domain_labels(members: list[np.ndarray], texts: list[str], item_domain: np.
 
 
 def build_intents(transferable: np.ndarray, texts: list[str], item_domain: np.ndarray,
-                  domains: list[str], cfg: IntentsConfig) -> IntentLibrary:
-    """Intents over the transferable vectors as given (unit-normalised here)."""
-    x = _unit(transferable)
-    k = min(cfg.k, len(x))
-    km = faiss.Kmeans(x.shape[1], k, niter=cfg.niter, seed=cfg.seed, spherical=True,
-                      verbose=False, min_points_per_centroid=1)
-    km.train(x)
-    centroids = _unit(np.asarray(km.centroids))
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(centroids)
-    m = min(cfg.top_m, k)
-    sims, ids = index.search(x, m)
-    top1 = ids[:, 0]
-    support = np.bincount(top1, minlength=k).astype(np.int64)
-    per_domain = [json.dumps({domains[d]: int(((top1 == c) & (item_domain == d)).sum())
-                              for d in range(len(domains))}) for c in range(k)]
-    members = members_by_intent(top1, sims[:, 0], k)
+                  domains: list[str], cfg: IntentsConfig, batch: int = 65_536,
+                  assign: Callable[[np.ndarray], Assignment] | None = None) -> IntentLibrary:
+    """Intents over the transferable vectors as given (unit-normalised here): k-means on a
+    sample, then assignment and labels ``batch`` items at a time."""
+    centroids = train_centroids(transferable, cfg)
+    k = len(centroids)
+    a = (assign(centroids) if assign is not None  # ``assign``: e.g. on Ray (engine_ray)
+         else assign_intents(transferable, centroids, cfg.top_m, cfg.temperature, batch))
+    top1 = a.ids[:, 0]
+    counts = np.bincount(top1 * len(domains) + item_domain,
+                         minlength=k * len(domains)).reshape(k, len(domains))
+    per_domain = [json.dumps({domains[d]: int(counts[c, d]) for d in range(len(domains))})
+                  for c in range(k)]
+    members = members_by_intent(top1, a.sims[:, 0], k)
     terms = TermStats(texts)
     return IntentLibrary(
-        centroids, _labels(centroids, x, texts, cfg.label_titles), support, per_domain,
-        ids.astype(np.int64), _softmax(sims, cfg.temperature),
+        centroids, _labels(centroids, transferable, texts, cfg.label_titles, batch),
+        counts.sum(1).astype(np.int64), per_domain, a.ids, a.weights,
         domain_labels=_domain_labels(members, texts, item_domain, domains, cfg.label_titles),
         top_terms=[terms.top(rows, cfg.top_terms) for rows in members])
 

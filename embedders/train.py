@@ -26,7 +26,8 @@ from embedders.evaluate import valid_score
 from embedders.models import Adapter, Composer
 from xemb.settings.offline import AdapterConfig, ComposerConfig
 
-__all__ = ["Fit", "TrainInputs", "train_adapter", "train_composer", "seed_everything"]
+__all__ = ["Fit", "ItemIntents", "TrainInputs", "train_adapter", "train_composer",
+           "seed_everything"]
 
 
 def log(msg: str) -> None:
@@ -52,6 +53,35 @@ class TrainInputs:
     def freq(self) -> np.ndarray:
         """Share of training events per item row (what in-batch candidates are drawn by)."""
         return self.counts / max(self.counts.sum(), 1)
+
+    def to(self, device: str) -> TrainInputs:
+        """The tensors on ``device`` (the sequences stay NumPy; no-op on the same device)."""
+        return TrainInputs(self.semantic.to(device), self.domain.to(device),
+                           self.warm.to(device), self.sequences, self.n_domains)
+
+
+@dataclass
+class ItemIntents:
+    """Item->intent weights kept sparse (each item's top-m intent ids and weights, [N,m]);
+    only a training batch's items become dense [B,L,K] rows, so memory grows with the batch,
+    never with items x intents."""
+
+    ids: torch.Tensor  # [N,m] int64
+    weights: torch.Tensor  # [N,m] float32
+    k: int
+
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, weights: np.ndarray, k: int) -> ItemIntents:
+        return cls(torch.from_numpy(np.ascontiguousarray(ids, np.int64)),
+                   torch.from_numpy(np.ascontiguousarray(weights, np.float32)), k)
+
+    def to(self, device: str) -> ItemIntents:
+        return ItemIntents(self.ids.to(device), self.weights.to(device), self.k)
+
+    def rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """[*rows.shape, K] intent weights of the items at ``rows`` (0 off their top-m)."""
+        out = torch.zeros(*rows.shape, self.k, dtype=self.weights.dtype, device=rows.device)
+        return out.scatter_(-1, self.ids[rows], self.weights[rows])
 
 
 # A function of the models being trained -> {domain: metrics} on the valid split.
@@ -88,10 +118,11 @@ class _Negatives:
         the uniform negatives. None without the correction."""
         if self.freq is None:
             return None
-        r = rows.numpy()
+        r = rows.cpu().numpy()
         in_batch = 1.0 - np.power(1.0 - self.freq[r], batch_events)
         q = 1.0 - (1.0 - in_batch) * (1.0 - self.unif[r])
-        return torch.from_numpy(np.log(np.clip(q, 1e-12, 1.0))).to(torch.float32)
+        log_q = torch.from_numpy(np.log(np.clip(q, 1e-12, 1.0))).to(torch.float32)
+        return log_q.to(rows.device)
 
 
 def _next_item_loss(out: torch.Tensor, batch: SeqBatch, local: torch.Tensor,
@@ -125,11 +156,13 @@ def _align_loss(trans: torch.Tensor, batch: SeqBatch, local: torch.Tensor,
         return trans.new_zeros(())
     a_pos = (batch.mask[rows] & (dom[rows] == first[rows])).float()
     b_pos = other[rows].float()
-    a = local[rows, torch.multinomial(a_pos, 1, generator=gen)[:, 0]]
-    b = local[rows, torch.multinomial(b_pos, 1, generator=gen)[:, 0]]
+    # drawn on CPU: the seeded generator lives there (no-op copies on a CPU build)
+    pick_a = torch.multinomial(a_pos.cpu(), 1, generator=gen)[:, 0].to(local.device)
+    pick_b = torch.multinomial(b_pos.cpu(), 1, generator=gen)[:, 0].to(local.device)
+    a, b = local[rows, pick_a], local[rows, pick_b]
     za, zb = F.normalize(trans[a], dim=-1), F.normalize(trans[b], dim=-1)
     logits = za @ zb.t() / tau
-    labels = torch.arange(len(rows))
+    labels = torch.arange(len(rows), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
@@ -141,7 +174,7 @@ def _orth_loss(trans: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
 
 def _candidates(batch: SeqBatch, negatives: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique item rows of the batch plus negatives, and each batch position's index."""
-    rows = torch.cat([batch.rows[batch.mask], torch.from_numpy(negatives)])
+    rows = torch.cat([batch.rows[batch.mask], torch.from_numpy(negatives).to(batch.rows.device)])
     uniq, inv = torch.unique(rows, return_inverse=True)
     local = torch.zeros_like(batch.rows)
     local[batch.mask] = inv[: int(batch.mask.sum())]
@@ -242,11 +275,16 @@ def _init_prior(adapter: Adapter, data: TrainInputs, tau: float) -> None:
         adapter.item_bias.weight[:, 0] = torch.from_numpy(tau * np.log1p(data.counts)).float()
 
 
+def _on(batch: SeqBatch, device: str) -> SeqBatch:
+    return SeqBatch(batch.rows.to(device), batch.mask.to(device))
+
+
 def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,
-                  evaluate: Callable[[Adapter, Composer], dict] | None = None
-                  ) -> tuple[Adapter, Composer, Fit]:
-    """Adapter + intent-free composer on next-item behaviour; with ``evaluate`` (valid
-    metrics of the two models), the best epoch on valid is kept."""
+                  evaluate: Callable[[Adapter, Composer], dict] | None = None,
+                  device: str = "cpu") -> tuple[Adapter, Composer, Fit]:
+    """Adapter + intent-free composer on next-item behaviour, trained on ``device`` and
+    returned on CPU; with ``evaluate`` (valid metrics of the two models, called with them on
+    ``device``), the best epoch on valid is kept."""
     rng = seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_items = len(data.domain) if cfg.id_embedding else 0
@@ -255,8 +293,11 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
     composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
                         composer_cfg.dropout, cfg.prior, composer_cfg.recency)
     _init_prior(adapter, data, cfg.temperature)
-    opt = _optimizer([adapter, composer], cfg.lr, cfg.weight_decay)
     negs = _Negatives(data, cfg.negatives, cfg.logq)
+    adapter.to(device)
+    composer.to(device)
+    data = data.to(device)
+    opt = _optimizer([adapter, composer], cfg.lr, cfg.weight_decay)
 
     def run_epoch(epoch: int) -> float:
         adapter.train()
@@ -265,7 +306,8 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
                                         cfg.batch_tokens, rng))
         total = 0.0
         for batch in tqdm(batches, desc=f"adapt {epoch + 1}/{cfg.epochs}", unit="batch"):
-            loss = _adapt_step(adapter, composer, data, batch, negs, rng, gen, cfg)
+            loss = _adapt_step(adapter, composer, data, _on(batch, device), negs, rng, gen,
+                               cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -274,17 +316,20 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
 
     fit = _fit(cfg.epochs, cfg.patience, run_epoch,
                (lambda: evaluate(adapter, composer)) if evaluate else None, [adapter, composer])
-    return adapter.eval(), composer.eval(), fit
+    return adapter.cpu().eval(), composer.cpu().eval(), fit
 
 
 def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
-                   dense_intents: torch.Tensor, cfg: ComposerConfig, logq: bool = True,
-                   evaluate: Evaluate | None = None) -> Fit:
-    """Fine-tune ``composer`` (intents on) against frozen published item vectors ``full``
-    (content coordinates, then the prior when the composer has one)."""
+                   intents: ItemIntents, cfg: ComposerConfig, logq: bool = True,
+                   evaluate: Evaluate | None = None, device: str = "cpu") -> Fit:
+    """Fine-tune ``composer`` (intents on) on ``device`` against frozen published item
+    vectors ``full`` (content coordinates, then the prior when the composer has one); the
+    item->intent weights stay sparse. ``composer`` ends on CPU."""
     rng = seed_everything(cfg.seed)
-    opt = torch.optim.AdamW(composer.parameters(), lr=cfg.lr)
     negs = _Negatives(data, cfg.negatives, logq)
+    composer.to(device)
+    data, full, intents = data.to(device), full.to(device), intents.to(device)
+    opt = torch.optim.AdamW(composer.parameters(), lr=cfg.lr)
     content = full[:, : composer.dim]
     prior = full[:, composer.dim] if composer.prior else None
 
@@ -293,10 +338,11 @@ def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
         batches = list(sequence_batches(data.sequences, cfg.max_len, cfg.batch_tokens, rng))
         total = 0.0
         for batch in tqdm(batches, desc=f"compose {epoch + 1}/{cfg.epochs}", unit="batch"):
+            batch = _on(batch, device)
             uniq, local = _candidates(batch, negs.draw(rng))
             rows = batch.rows
             out = composer.causal(content[rows], data.domain[rows], batch.mask,
-                                  torch.roll(data.domain[rows], -1, dims=1), dense_intents[rows])
+                                  torch.roll(data.domain[rows], -1, dims=1), intents.rows(rows))
             loss = _next_item_loss(out, batch, local, content[uniq], data.domain[uniq],
                                    cfg.temperature, None if prior is None else prior[uniq],
                                    negs.log_q(uniq, int(batch.mask.sum())))
@@ -307,5 +353,5 @@ def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
         return total / max(len(batches), 1)
 
     fit = _fit(cfg.epochs, cfg.patience, run_epoch, evaluate, [composer])
-    composer.eval()
+    composer.cpu().eval()
     return fit

@@ -47,11 +47,12 @@ class Validator:
         composer.eval()
         out = []
         hist: Sequence[np.ndarray] = self.es.histories
+        device = next(composer.parameters()).device  # where the build trains it
         for s in range(0, len(hist), BATCH):
             feeds = composer_feeds(items, hist[s:s + BATCH], self.es.target_domain[s:s + BATCH],
                                    self.max_len)
-            user, _ = composer(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-            out.append(user.numpy())
+            user, _ = composer(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()})
+            out.append(user.cpu().numpy())
         composer.train(was_training)
         return np.concatenate(out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,14 @@ import pytest
 pytest.importorskip("faiss")
 
 from embedders.intent_terms import TermStats, tokenize  # noqa: E402
-from embedders.intents import IntentLibrary, build_intents, intent_report  # noqa: E402
+from embedders.intents import (  # noqa: E402
+    IntentLibrary,
+    assign_batch,
+    assign_intents,
+    build_intents,
+    intent_report,
+    train_centroids,
+)
 from xemb.settings.offline import IntentsConfig  # noqa: E402
 
 DOMAINS = ["grocery", "kitchen"]
@@ -100,3 +108,46 @@ def test_terms_ignore_shared_and_function_words() -> None:
                                                                           "mill", "café"}
     stats = TermStats(["pack of tea", "pack of coffee", "pack of sugar", "pack of tea leaves"])
     assert stats.top([0, 3], 3)[0] == "tea" and "pack" not in stats.top([0, 3], 3)
+
+
+def test_batched_assignment_and_labels_equal_one_batch() -> None:
+    """Assignment and labels batch by batch give the library one batch gives."""
+    x, texts, dom = _clustered()
+    cfg = IntentsConfig(k=3, top_m=2, niter=10)
+    whole = build_intents(x, texts, dom, DOMAINS, cfg)
+    parts = build_intents(x, texts, dom, DOMAINS, cfg, batch=5)
+    np.testing.assert_array_equal(parts.item_ids, whole.item_ids)
+    np.testing.assert_allclose(parts.item_weights, whole.item_weights, atol=1e-6)
+    assert parts.labels == whole.labels and parts.domain_labels == whole.domain_labels
+    assert parts.top_terms == whole.top_terms
+    np.testing.assert_array_equal(parts.support, whole.support)
+
+
+def test_kmeans_trains_on_a_sample_and_assigns_every_item() -> None:
+    x, texts, dom = _clustered()
+    sampled = build_intents(x, texts, dom, DOMAINS,
+                            IntentsConfig(k=2, top_m=2, niter=10, train_sample=8))
+    assert sampled.item_ids.shape == (len(x), 2) and sampled.support.sum() == len(x)
+    tea = _tea(sampled)
+    assert sampled.support[tea] == 13  # the clusters are found from 8 of 23 items
+    few = train_centroids(x, IntentsConfig(k=5, train_sample=3))
+    assert few.shape == (3, 8)  # never more intents than sampled items
+
+
+def test_assignment_never_forms_items_by_intents() -> None:
+    """20k items x 2k intents: a dense float32 matrix would be 164 MB; assigning in batches
+    of 1,000 allocates (NumPy, traced) a few MB beyond the [N, m] outputs."""
+    rng = np.random.default_rng(0)
+    n, k, m = 20_000, 2048, 4
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    centroids = rng.normal(size=(k, 4)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        a = assign_intents(x, centroids, m, 0.1, batch=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    outputs = a.ids.nbytes + a.sims.nbytes + a.weights.nbytes
+    assert peak < outputs + 4 * 2**20 < n * k * 4 / 20
+    one = assign_batch(x[123:124], centroids, m, 0.1)  # rows do not depend on the batching
+    np.testing.assert_array_equal(one.ids, a.ids[123:124])

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch", reason="the offline extra")
 from embedders.batches import SeqBatch  # noqa: E402
 from embedders.models import Adapter, Composer  # noqa: E402
 from embedders.train import (  # noqa: E402
+    ItemIntents,
     TrainInputs,
     _align_loss,
     _Negatives,
@@ -151,3 +152,29 @@ def test_inclusion_probabilities() -> None:
     assert lq[0] > lq[1] > lq[3]  # popular > seen once > never seen (uniform only)
     assert np.all(lq <= 0)
     assert _Negatives(data, 2, logq=False).log_q(torch.arange(6), 3) is None
+
+
+def _old_dense(ids: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """What the composer used to train on: the whole [N,K] item->intent matrix."""
+    out = np.zeros((len(ids), k), np.float32)
+    np.put_along_axis(out, ids, weights, axis=1)
+    return out
+
+
+def test_sparse_item_intents_equal_the_old_dense_matrix() -> None:
+    """A batch's [B,L,K] intent weights built from ids + weights are exactly the rows of the
+    old dense N x K matrix, and the composer's training output is bit for bit the same."""
+    rng = np.random.default_rng(0)
+    n, k, m = 40, 6, 3
+    ids = np.stack([rng.choice(k, m, replace=False) for _ in range(n)]).astype(np.int64)
+    w = rng.dirichlet(np.ones(m), n).astype(np.float32)
+    sparse, dense = ItemIntents.from_arrays(ids, w, k), torch.from_numpy(_old_dense(ids, w, k))
+    rows = torch.from_numpy(rng.integers(0, n, (4, 7)))
+    assert torch.equal(sparse.rows(rows), dense[rows])
+    c = _composer(prior=False)
+    vec = torch.nn.functional.normalize(torch.randn(n, 8), dim=-1)
+    dom, mask = torch.from_numpy(rng.integers(0, 2, n)), torch.ones(4, 7, dtype=torch.bool)
+    with torch.no_grad():
+        old = c.causal(vec[rows], dom[rows], mask, dom[rows], dense[rows])
+        new = c.causal(vec[rows], dom[rows], mask, dom[rows], sparse.rows(rows))
+    assert torch.equal(old, new)
