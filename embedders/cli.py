@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xemb.cli import add_config_args, config_from_args
 from xemb.errors import ConfigError
+from xemb.settings import XembConfig
 
 __all__ = ["register"]
 
@@ -30,6 +31,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.accept:
         cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"accept": True})})
+    cfg = _with_engine(cfg, args.engine, args.ray_address)
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     manifest = build(cfg, stages=stages, force=args.force, wait=args.wait)
     if manifest is None:
@@ -42,6 +44,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
                       "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons")},
                       "counts": manifest.counts, "root": str(cfg.build.root)}))
     return 0 if current else 3  # published, but the gate kept it from becoming current
+
+
+def _with_engine(cfg: XembConfig, engine: str | None, address: str | None) -> XembConfig:
+    """``--engine``/``--ray-address`` override ``build.engine``/``build.ray_address``."""
+    update: dict[str, str] = {}
+    if engine:
+        update["engine"] = engine
+    if address:
+        update["ray_address"] = address
+    build = cfg.build.model_copy(update=update)
+    if build.ray_address and build.engine != "ray":
+        raise ConfigError("a Ray address needs the Ray engine (--engine ray or build.engine: "
+                          "ray)", field="--ray-address")
+    return cfg.model_copy(update={"build": build})
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -87,6 +103,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="make the new version current even if the quality gate says no")
     p.add_argument("--wait", action="store_true",
                    help="wait for a build already running on this root (default: fail at once)")
+    p.add_argument("--engine", choices=("local", "ray"), default=None,
+                   help="where the stages run (overrides build.engine): this process, or Ray "
+                        "Data pipelines and Ray tasks (needs the 'ray' extra)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join (overrides build.ray_address; default: start a "
+                        "local Ray)")
     p.set_defaults(func=_cmd_build)
     p = sub.add_parser("eval", help="evaluate a published version on the valid/test split")
     add_config_args(p)

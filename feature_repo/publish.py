@@ -58,18 +58,26 @@ def _drop_stale_slots(fs: FeatureStore, store: VersionStore, keep: str | None) -
 
 
 def _materialize(fs: FeatureStore, store: VersionStore, version: str, ts: datetime,
-                 chunk_rows: int) -> None:
+                 chunk_rows: int, cfg: XembConfig) -> None:
     """Write the version's rows into its online slot through Feast.
 
     Reads the version's own tables rather than ``FeatureStore.materialize``'s dask scan of
     the offline history (which only gets the rows once the version served), then records the
     interval in the registry so a later ``feast materialize-incremental`` starts after it.
+    With ``build.engine: ray`` Feast writers on a Ray actor pool write the rows (and the rows
+    written are counted against the tables).
     """
     from feature_repo.offline import version_batches
 
+    if cfg.build.engine == "ray":
+        from embedders.engine_ray import write_online_rows
+
+        write_online_rows(store, version, ts, chunk_rows, cfg.build,
+                          sqlite=cfg.feast.online_store == "sqlite")
     for table, view in names.VIEW_OF_TABLE.items():
-        for batch in version_batches(store, version, table, ts, chunk_rows):
-            fs.write_to_online_store(view, batch.to_pandas())
+        if cfg.build.engine != "ray":
+            for batch in version_batches(store, version, table, ts, chunk_rows):
+                fs.write_to_online_store(view, batch.to_pandas())
         fs.registry.apply_materialization(fs.get_feature_view(view), fs.project, ts,
                                           ts + timedelta(microseconds=1))
 
@@ -90,7 +98,7 @@ def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, An
     out["already_ready"] = online.slots(fs.config).ready_info(version) is not None
     if not out["already_ready"]:  # a verified slot is immutable: re-publishing is a no-op
         _materialize(fs, store, version, datetime.now(timezone.utc),
-                     10 * cfg.feast.write_batch_size)
+                     10 * cfg.feast.write_batch_size, cfg)
     online.finalize(fs.config, version, {v.name: v for v in defs.views})
     out["materialize_s"] = time.perf_counter() - clock
     out["dropped_slots"] = _drop_stale_slots(fs, store, version)

@@ -220,6 +220,28 @@ class ComposerConfig(_Section):
     seed: int = 0
 
 
+class RayConfig(_Section):
+    """The Ray engine (``build.engine: ray``): actor pools of model replicas over Parquet
+    shards for the per-item stages, one Ray task per training stage."""
+
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs each actor of a pool (a model replica) reserves; also its intra-op threads."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs each actor reserves (fractions share one GPU between replicas)."""
+    pool_size: int = Field(1, ge=1)
+    """Actors (model replicas) per stage. Leave CPUs free for Ray's read tasks: on a
+    2-core machine a pool of 2 one-CPU actors starves them."""
+    batch_rows: int = Field(4096, ge=1)
+    """Items per ``map_batches`` call (encoding: items per call, rounded to whole encoder
+    batches)."""
+    train_num_gpus: float | None = Field(None, ge=0)
+    """GPUs of the training task; default: 1 when the cluster has one, else 0."""
+    local_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local Ray started when no ``build.ray_address`` is given; default: all."""
+    object_store_mb: int = Field(300, ge=75)
+    """Object store of that local Ray, in MiB (batches stream through it)."""
+
+
 class BuildConfig(_Section):
     root: Path = Path("xemb-data")
     """Where versions, the encode cache and the CURRENT pointer live."""
@@ -238,6 +260,14 @@ class BuildConfig(_Section):
     """Items per batch in the stages that run over every item (adapter outputs, intent
     assignment, materialization through ONNX, encode-cache flushes): their peak memory
     grows with this, not with the catalogue."""
+    engine: Literal["local", "ray"] = "local"
+    """``local``: every stage in this process; ``ray``: the per-item stages (encoding,
+    intent assignment, materialization through ONNX, online-store writes) as Ray Data
+    pipelines and training as Ray tasks (``pip install 'xemb[ray]'``; see ``ray``)."""
+    ray_address: str | None = None
+    """Ray cluster to join (``host:port`` or ``auto``); default: start a local Ray."""
+    ray: RayConfig = Field(default_factory=RayConfig)
+    """Actor pools and the local cluster of the Ray engine."""
 
 
 class EvalConfig(_Section):
