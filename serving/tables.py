@@ -23,6 +23,7 @@ from xemb.errors import VersionIntegrityError
 from xemb.ipc_tables import (
     as_matrix,
     items_for_serving,
+    one_chunk,
     read_ipc,
     user_keys,
     users_for_serving,
@@ -41,9 +42,7 @@ def _frozen(arr: np.ndarray) -> np.ndarray:
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
     """A primitive column as a read-only array (a view over a one-chunk mapped column)."""
-    col = table.column(name)
-    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return _frozen(arr.to_numpy(zero_copy_only=False))
+    return _frozen(one_chunk(table.column(name)).to_numpy(zero_copy_only=False))
 
 
 def _bounds(codes: np.ndarray, n_domains: int, where: str) -> np.ndarray:
@@ -222,7 +221,7 @@ def load_users(base: Path, files: dict, domains: list[str], d: int) -> UserTable
     users = table.column("user_id")
     return UserTable(
         keys=_column(table, "user_key"),
-        user_ids=users.chunk(0) if users.num_chunks == 1 else users.combine_chunks(),
+        user_ids=one_chunk(users),
         bounds=_bounds(codes, len(domains), where),
         vectors=as_matrix(table.column("vector"), d, np.float32, where),
         top_ids=as_matrix(table.column("top_intent_ids"), width, np.int64, where),

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ["items_for_serving", "users_for_serving", "write_ipc", "read_ipc", "user_keys",
-           "fixed_list", "as_matrix"]
+           "fixed_list", "as_matrix", "one_chunk"]
 
 VECTOR_PARTS = ("full", "transferable", "residual")
 
@@ -41,11 +41,16 @@ def fixed_list(x: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), dtype), x.shape[1])
 
 
+def one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as is (``combine_chunks`` would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def as_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype: np.dtype | type,
               where: str) -> np.ndarray:
     """A fixed_size_list column as a read-only [rows, width] array (a view when it is one
     chunk of ``dtype``, as in a mapped IPC file)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = one_chunk(column) if isinstance(column, pa.ChunkedArray) else column
     flat = arr.flatten().to_numpy(zero_copy_only=False)
     if flat.dtype != np.dtype(dtype) or flat.size != len(arr) * width:
         raise ValueError(f"{where}: column is not {np.dtype(dtype)}[{width}]")

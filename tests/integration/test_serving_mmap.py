@@ -20,9 +20,23 @@ from xemb.store import VersionStore
 pytestmark = pytest.mark.integration
 
 
+def _maps() -> list[list[str]]:
+    return [line.split() for line in Path(f"/proc/{os.getpid()}/maps").read_text()
+            .splitlines()]
+
+
 def _mapped_files() -> set[str]:
-    return {line.split()[-1] for line in Path(f"/proc/{os.getpid()}/maps").read_text()
-            .splitlines() if len(line.split()) >= 6}
+    return {m[5] for m in _maps() if len(m) >= 6}
+
+
+def _backing(arr: np.ndarray) -> str:
+    """The file (or "[anon]") whose mapping holds the array's first byte."""
+    addr = arr.__array_interface__["data"][0]
+    for m in _maps():
+        lo, hi = (int(x, 16) for x in m[0].split("-"))
+        if lo <= addr < hi:
+            return m[5] if len(m) >= 6 else "[anon]"
+    return "?"
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +61,11 @@ def test_tables_and_indexes_are_memory_mapped(roots):
     assert str(base / layout.ITEMS_ARROW) in mapped and str(base / layout.USERS_ARROW) in mapped
     assert str(base / layout.index_file("kitchen")) in mapped
     assert v.items.mapped
-    for arr in (*v.items.parts.values(), v.items.ids, v.items.intent_ids, v.users.vectors):
-        assert not arr.flags.owndata and not arr.flags.writeable  # views over the mapping
+    items, users = str(base / layout.ITEMS_ARROW), str(base / layout.USERS_ARROW)
+    for arr in (*v.items.parts.values(), v.items.ids, v.items.intent_ids, v.items.intent_w,
+                v.composer.arrays.full, v.composer.arrays.intent_ids):
+        assert _backing(arr) == items and not arr.flags.writeable  # no copy, read-only
+    assert _backing(v.users.vectors) == users and _backing(v.users.keys) == users
     for code, index in v.indexes.items():  # per-domain views, not copies
         assert np.shares_memory(index.matrix, v.items.parts["full"])
         assert (v.items.domain[v.items.domain_rows(code)] == code).all()
