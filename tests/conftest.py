@@ -43,13 +43,16 @@ def make_slice(dst: Path, n_train: int = 60, n_eval: int = 20, n_cold: int = 20)
     return dst
 
 
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, dict[str, object]] = {
     "data": {"format": "food-kitchen", "path": "data"},
     "encoder": {"type": "text", "batch_size": 128, "max_length": 32},
     "adapter": {"dim": 32, "hidden": 64, "epochs": 2, "batch_tokens": 512, "negatives": 128},
-    "intents": {"k": 16, "top_m": 3, "niter": 5},
+    # k-means on a sample of the slice's ~2,100 items; every per-item stage (encode-cache
+    # flushes, adapter outputs, intent assignment and labels, ONNX materialization) runs in
+    # several batches, on an explicitly chosen device
+    "intents": {"k": 16, "top_m": 3, "niter": 5, "train_sample": 1500},
     "composer": {"epochs": 1, "batch_tokens": 512, "negatives": 128, "max_len": 20},
-    "build": {"root": "root", "keep_versions": 3},
+    "build": {"root": "root", "keep_versions": 3, "device": "cpu", "batch_items": 1000},
     "feast": {"enabled": False},
     # A random tiny BERT recommends nothing; these builds test the machinery, so they are
     # made current whatever the quality gate says (tests/integration/test_gate.py tests it).
