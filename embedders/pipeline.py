@@ -207,7 +207,7 @@ def adapter_outputs(adapter: Adapter, semantic: np.ndarray, domain: np.ndarray,
     out = [np.zeros((n, adapter.width), np.float32) for _ in range(3)]
     for s in range(0, n, batch):
         e = min(s + batch, n)
-        parts = adapter.items(torch.from_numpy(np.ascontiguousarray(semantic[s:e])).to(device),
+        parts = adapter.items(torch.from_numpy(np.array(semantic[s:e], np.float32)).to(device),
                               torch.from_numpy(domain[s:e]).to(device),
                               torch.arange(s, e, device=device),
                               torch.from_numpy(warm[s:e]).to(device))
