@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,12 +110,21 @@ def _connect(ray: Any, build: BuildConfig) -> None:
     if build.ray_address is None:
         ray.init(num_cpus=build.ray.local_cpus, include_dashboard=False,
                  object_store_memory=build.ray.object_store_mb << 20)
+        _log(f"ray: started a local Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
         return
     try:
         ray.init(address=build.ray_address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise Unavailable(f"build.ray_address: cannot join the Ray cluster at "
-                          f"{build.ray_address}: {exc}") from exc
+                          f"{build.ray_address}: {exc} (a cluster with token authentication, "
+                          f"the default of local clusters since Ray 2.59, needs "
+                          f"RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or "
+                          f"~/.ray/auth_token)") from exc
+    _log(f"ray: joined the Ray cluster at {build.ray_address}")
+
+
+def _log(msg: str) -> None:
+    print(f"[xemb] {msg}", file=sys.stderr, flush=True)
 
 
 def _quiet(ray: Any) -> None:

@@ -1,0 +1,140 @@
+"""The Ray engine builds the same version as the local engine.
+
+One local Ray per module (2 CPUs), started in a helper process by the engine's own code path
+(no address); the build joins it through ``xemb build --ray-address`` (so joining a cluster
+runs too), with ``build.engine: ray`` from the YAML, actor pools of one (on 2 cores a bigger
+pool starves Ray's read tasks), small batches so every per-item pipeline runs several, and
+Feast on, so the online rows go through Ray's writers. The local build is the session's
+``tiny_build`` (same config, same data, same tiny encoder).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import TinyBuild, write_config
+from tests.helpers.ray_cluster import ray_cluster
+from xemb import layout
+
+pytestmark = pytest.mark.integration
+
+RAY = {"engine": "ray", "ray": {"pool_size": 1, "num_cpus": 1, "batch_rows": 512}}
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    with ray_cluster(cpus=2, object_store_mb=300) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def ray_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path, tiny_bert: Path,
+              ray_address: str) -> TinyBuild:
+    import ray
+
+    from xemb.cli import main
+    from xemb.settings import load_config
+    from xemb.store import VersionStore
+
+    folder = tmp_path_factory.mktemp("ray-build")
+    (folder / "data").symlink_to(tiny_slice)
+    path = write_config(folder, {"encoder": {"model": str(tiny_bert)}, "build": RAY,
+                                 "feast": {"enabled": True, "online_store": "sqlite"}})
+    cfg = load_config(path)
+    assert main(["build", "-c", str(path), "--ray-address", ray_address]) == 0
+    assert not ray.is_initialized()  # the build left the cluster it joined
+    store = VersionStore(cfg.build.root)
+    return TinyBuild(path, cfg, cfg.build.root, store, store.manifest(store.current()))
+
+
+def _table(b: TinyBuild, name: str):  # type: ignore[no-untyped-def]
+    return pq.read_table(b.store.path(b.manifest.version) / name)
+
+
+def _matrix(table, name: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    col = table.column(name).combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), -1)
+
+
+def test_same_item_vectors_and_intents(tiny_build: TinyBuild, ray_build: TinyBuild) -> None:
+    local, ray = _table(tiny_build, layout.ITEMS), _table(ray_build, layout.ITEMS)
+    assert ray.column("item_id").equals(local.column("item_id"))
+    for name in ("full", "transferable", "residual", "intent_weights"):
+        np.testing.assert_allclose(_matrix(ray, name), _matrix(local, name), atol=1e-5,
+                                   err_msg=name)
+    assert np.array_equal(_matrix(ray, "intent_ids"), _matrix(local, "intent_ids"))
+    li, ri = _table(tiny_build, layout.INTENTS), _table(ray_build, layout.INTENTS)
+    np.testing.assert_allclose(_matrix(ri, "vector"), _matrix(li, "vector"), atol=1e-5)
+    for name in ("label", "support", "domain_labels"):
+        assert ri.column(name).equals(li.column(name)), name
+    assert ray_build.manifest.counts == tiny_build.manifest.counts
+    assert ray_build.manifest.hashes["build"] == tiny_build.manifest.hashes["build"]
+
+
+def test_same_users_and_evaluation(tiny_build: TinyBuild, ray_build: TinyBuild) -> None:
+    from embedders.data import load_dataset
+    from embedders.evaluate import served_ranks
+
+    lu, ru = _table(tiny_build, layout.USERS), _table(ray_build, layout.USERS)
+    np.testing.assert_allclose(_matrix(ru, "vector"), _matrix(lu, "vector"), atol=1e-5)
+    assert np.array_equal(_matrix(ru, "top_intent_ids"), _matrix(lu, "top_intent_ids"))
+    ds = load_dataset(tiny_build.config.data)  # type: ignore[attr-defined]
+    max_len = int(tiny_build.manifest.params["composer_max_len"])
+    for split in ("valid", "test"):
+        (lr, _), (rr, _) = (served_ranks(b.store.path(b.manifest.version), ds, split, max_len)
+                            for b in (tiny_build, ray_build))
+        assert np.array_equal(rr.sampled, lr.sampled) and np.array_equal(rr.full, lr.full)
+    lq, rq = tiny_build.manifest.metrics["quality"], ray_build.manifest.metrics["quality"]
+    assert rq["candidate"] == lq["candidate"] and rq["baselines"] == lq["baselines"]
+
+
+def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: TinyBuild,
+                                                          ray_build: TinyBuild) -> None:
+    """Every row went into the version's Feast slot through Ray's writers (counted, then
+    verified by the slot check); the online vectors are the local engine's."""
+    from feature_repo import get_feature_store
+    from feature_repo.names import ITEM_KEY, ITEM_VIEW
+    from feature_repo.publish import slot_ready
+
+    assert slot_ready(ray_build.root, ray_build.manifest.version)
+    metrics = json.loads((ray_build.root / "feast" / "metrics" /
+                          f"{ray_build.manifest.version}.json").read_text())
+    assert sum(metrics["rows"].values()) == sum(
+        ray_build.manifest.counts[k] for k in ("items", "users", "intents"))
+    local = _table(tiny_build, layout.ITEMS)
+    ids = local.column("item_id").to_pylist()[::97]
+    fs = get_feature_store(ray_build.root)
+    got = fs.get_online_features(features=[f"{ITEM_VIEW}:full"],
+                                 entity_rows=[{ITEM_KEY: i} for i in ids]).to_dict()
+    want = _matrix(local, "full")[::97]
+    np.testing.assert_allclose(np.array(got["full"], np.float32), want, atol=1e-5)
+
+
+def test_item_count_check_names_missing_and_repeated_rows() -> None:
+    from embedders.engine_ray import _Tally
+    from xemb.errors import VersionIntegrityError
+
+    tally = _Tally(5)
+    tally.add(np.array([0, 1, 2]))
+    tally.add(np.array([2, 3]))
+    with pytest.raises(VersionIntegrityError, match="1 of 5 items came back missing, 1 more"):
+        tally.check("encode")
+
+
+def test_cli_engine_flags_override_the_yaml(tmp_path: Path) -> None:
+    from embedders.cli import _with_engine
+    from xemb.errors import ConfigError
+    from xemb.settings import load_config
+
+    cfg = load_config(write_config(tmp_path))
+    assert cfg.build.engine == "local"
+    ray = _with_engine(cfg, "ray", "10.0.0.1:6379")
+    assert (ray.build.engine, ray.build.ray_address) == ("ray", "10.0.0.1:6379")
+    with pytest.raises(ConfigError, match="--ray-address"):
+        _with_engine(cfg, None, "10.0.0.1:6379")
