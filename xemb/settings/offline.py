@@ -127,7 +127,7 @@ class AdapterConfig(_Section):
     dim: int = Field(64, ge=4, le=1024)
     """Content width of the transferable part, the residual and the full vector (their sum);
     with ``prior`` on, published vectors carry one more coordinate (see ``prior``)."""
-    hidden: int = Field(512, ge=8)
+    hidden: int = Field(256, ge=8)
     """Hidden width of the adapter MLPs."""
     id_embedding: bool = True
     """Add a learned per-item vector to the residual of items seen in behaviour
