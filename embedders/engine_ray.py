@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +128,13 @@ def _log(msg: str) -> None:
     print(f"[xemb] {msg}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _timed(what: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    _log(f"ray: {what} in {time.perf_counter() - t0:.1f}s")
+
+
 def _quiet(ray: Any) -> None:
     """Ray Data's per-pipeline progress output drowns the build's own log."""
     ctx = ray.data.DataContext.get_current()
@@ -148,22 +156,39 @@ def _scratch(root: Path, what: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_shards(folder: Path, tables: Iterable[pa.Table]) -> Path:
+def _write_shards(folder: Path, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
+    """Each table as a Parquet shard; one work item (its path) per shard."""
+    work = []
     for i, table in enumerate(tables):
         pq.write_table(table, folder / f"part-{i:06d}.parquet")
-    return folder
+        work.append({"path": str(folder / f"part-{i:06d}.parquet")})
+    return work
 
 
-def _map(source: str | list[str], udf: type, ctor: dict[str, Any], build: BuildConfig,
-         batch_rows: int, pool: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """``read_parquet(source).map_batches(udf)`` on a fixed-size actor pool; the results
-    stream back batch by batch."""
+def _map(work: list[dict[str, Any]], udf: type, ctor: dict[str, Any], build: BuildConfig,
+         pool: int | None = None, model: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """``map_batches(udf)`` on a fixed-size actor pool over work items naming Parquet
+    shards, one shard per call; the results stream back batch by batch. The replicas read
+    their shards themselves: ``read_parquet``'s file-listing and read tasks would each need
+    a worker process and a CPU beside the pool (on 2 cores they queue behind it).
+    ``model``: the replicas hold a model and get ``build.ray.num_gpus`` each."""
     ray, r = _ray(), build.ray
-    ds = ray.data.read_parquet(source).map_batches(
-        udf, fn_constructor_kwargs=ctor, batch_size=batch_rows, batch_format="pyarrow",
+    ds = ray.data.from_items(work).map_batches(
+        udf, fn_constructor_kwargs=ctor, batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool or r.pool_size),
-        num_cpus=r.num_cpus, num_gpus=r.num_gpus)
+        num_cpus=r.num_cpus, num_gpus=r.num_gpus if model else 0)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+class _ShardUDF:
+    """A replica's call: read each named shard and process it (see ``shard``)."""
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        outs = [self.shard(pq.read_table(path)) for path in batch.column("path").to_pylist()]
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def shard(self, table: pa.Table) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
 
 class _Tally:
@@ -194,8 +219,8 @@ def _actor_device(setting: str) -> str:
 
 
 # ---- encode -----------------------------------------------------------------------------------
-class _EncodeActor:
-    """One encoder replica; a row of its input is one encoder batch."""
+class _EncodeActor(_ShardUDF):
+    """One encoder replica; a row of its shards is one encoder batch."""
 
     def __init__(self, cfg: XembConfig, onnx: str | None) -> None:
         import torch
@@ -209,7 +234,7 @@ class _EncodeActor:
         self.encoder = (OnnxTextEncoder(encoder, Path(onnx), threads, device)  # type: ignore[arg-type]
                         if onnx else encoder)
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from embedders.encode import encode_batch
 
         rows = batch.column("rows").to_pylist()
@@ -250,10 +275,11 @@ class RayEncoder:
         per_call = max(1, self.cfg.build.ray.batch_rows // size)
         order = _sorted_batches(texts, size)
         tally = _Tally(len(texts))
-        with _scratch(self.cfg.build.root, "encode") as tmp:
-            _write_shards(tmp, _encode_shards(order, texts, images, per_call))
+        with _scratch(self.cfg.build.root, "encode") as tmp, \
+                _timed(f"encode: {len(texts):,} items"):
+            work = _write_shards(tmp, _encode_shards(order, texts, images, per_call))
             ctor = {"cfg": self.cfg, "onnx": str(self.onnx) if self.onnx else None}
-            for b in _map(str(tmp), _EncodeActor, ctor, self.cfg.build, per_call):
+            for b in _map(work, _EncodeActor, ctor, self.cfg.build):
                 tally.add(b["row"])
                 yield b["row"], b["vector"]
         tally.check("encode")
@@ -304,9 +330,9 @@ def _item_pass(columns: dict[str, np.ndarray], build: BuildConfig, udf: type,
     n = len(next(iter(columns.values())))
     rows, tally = build.ray.batch_rows, _Tally(n)
     out: dict[str, np.ndarray] = {}
-    with _scratch(build.root, what) as tmp:
-        _write_shards(tmp, _item_shards(columns, rows))
-        for b in _map(str(tmp), udf, ctor, build, rows):
+    with _scratch(build.root, what) as tmp, _timed(f"{what}: {n:,} items"):
+        work = _write_shards(tmp, _item_shards(columns, rows))
+        for b in _map(work, udf, ctor, build):
             tally.add(b["row"])
             for k in names:
                 if k not in out:
@@ -316,7 +342,7 @@ def _item_pass(columns: dict[str, np.ndarray], build: BuildConfig, udf: type,
     return out
 
 
-class _AdapterOnnxActor:
+class _AdapterOnnxActor(_ShardUDF):
     """One replica of the exported adapter (ONNX Runtime, on ``build.device``)."""
 
     def __init__(self, onnx: str, threads: int, device: str) -> None:
@@ -329,7 +355,7 @@ class _AdapterOnnxActor:
         self.sess = ort.InferenceSession(onnx, opts,
                                          providers=ort_providers(_actor_device(device)))
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from embedders.materialize import materialize_batch
 
         b = _arrays(batch)
@@ -357,7 +383,7 @@ def materialize_items(ctx: BuildContext, onnx: Path, semantic: np.ndarray
     return t, r, f, warm
 
 
-class _AssignActor:
+class _AssignActor(_ShardUDF):
     """Holds the intent centroids; assigns a batch of transferable vectors to its top-m."""
 
     def __init__(self, centroids: np.ndarray, top_m: int, temperature: float,
@@ -367,7 +393,7 @@ class _AssignActor:
         faiss.omp_set_num_threads(threads)
         self.centroids, self.top_m, self.temperature = centroids, top_m, temperature
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from embedders.intents import assign_batch
 
         b = _arrays(batch)
@@ -439,64 +465,59 @@ def runner(ctx: BuildContext, name: str, stage: Stage) -> Callable[[Path], None]
 
 
 # ---- online-store writes ----------------------------------------------------------------------
-def _envelope(batch: pa.Table, table: str) -> dict[str, np.ndarray]:
-    """A batch of one version table as one row (table name, Arrow IPC bytes), so the three
-    tables flow through one pipeline and one pool of Feast writers."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_table(batch)
-    return {"table": np.array([table], object),
-            "ipc": np.array([sink.getvalue().to_pybytes()], object)}
-
-
 class _OnlineWriter:
-    """One Feast writer: batches of a version's tables -> its online slot."""
+    """One Feast writer: row groups of a version's tables -> its online slot, in writes of
+    ``chunk_rows`` rows."""
 
-    def __init__(self, root: str, version: str, at: datetime, paths: dict[str, str]) -> None:
+    def __init__(self, root: str, version: str, at: datetime, chunk_rows: int) -> None:
         from feature_repo import get_feature_store
 
         self.fs = get_feature_store(root)
-        self.version, self.at, self.paths = version, at, paths
+        self.version, self.at, self.chunk_rows = version, at, chunk_rows
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from feature_repo import names
-        from feature_repo.offline import _table as feast_rows
 
         views, counts = [], []
-        for table, ipc in zip(batch.column("table").to_pylist(),
-                              batch.column("ipc").to_pylist()):
-            src = pa.ipc.open_stream(ipc).read_all()
-            rows = feast_rows(src, Path(self.paths[table]), table, self.version, self.at)
-            self.fs.write_to_online_store(names.VIEW_OF_TABLE[table], rows.to_pandas())
-            views.append(names.VIEW_OF_TABLE[table])
-            counts.append(rows.num_rows)
+        for item in batch.to_pylist():
+            views.append(names.VIEW_OF_TABLE[item["table"]])
+            counts.append(self._write(item["table"], Path(item["path"]), item["row_group"]))
         return {"view": np.array(views, object), "rows": np.array(counts, np.int64)}
+
+    def _write(self, table: str, path: Path, row_group: int) -> int:
+        from feature_repo import names
+        from feature_repo.offline import _table as feast_rows
+
+        n = 0
+        for b in pq.ParquetFile(path).iter_batches(self.chunk_rows, row_groups=[row_group]):
+            rows = feast_rows(pa.Table.from_batches([b]), path, table, self.version, self.at)
+            self.fs.write_to_online_store(names.VIEW_OF_TABLE[table], rows.to_pandas())
+            n += rows.num_rows
+        return n
 
 
 def write_online_rows(store: VersionStore, version: str, at: datetime, chunk_rows: int,
                       build: BuildConfig, sqlite: bool) -> dict[str, int]:
     """Every row of ``version``'s tables into its online slot through a pool of Feast
-    writers on Ray; the rows written per view are then checked against the tables (a writer
-    that lost a batch fails the build; Feast's own Ray writers only log such errors). SQLite
-    takes one writer at a time."""
+    writers on Ray (one work item per Parquet row group); the rows written per view are
+    then checked against the tables (a writer that lost rows fails the build: Feast's own
+    Ray writers only log such errors). SQLite takes one writer at a time."""
     from feature_repo import names
     from feature_repo.offline import _FILES
     from feature_repo.verify import expected_rows
 
-    ray = _ray()
-    paths = {t: str(store.path(version) / _FILES[t]) for t in names.TABLES}
-    parts = [ray.data.read_parquet(paths[t]).map_batches(
-        _envelope, fn_kwargs={"table": t}, batch_size=chunk_rows, batch_format="pyarrow")
-        for t in names.TABLES]
-    ds = parts[0].union(*parts[1:]).map_batches(
-        _OnlineWriter, fn_constructor_kwargs={"root": str(store.root), "version": version,
-                                              "at": at, "paths": paths},
-        batch_size=1, batch_format="pyarrow", num_cpus=build.ray.num_cpus,
-        compute=ray.data.ActorPoolStrategy(size=1 if sqlite else build.ray.pool_size))
+    work = []
+    for table in names.TABLES:
+        path = store.path(version) / _FILES[table]
+        work += [{"table": table, "path": str(path), "row_group": g}
+                 for g in range(pq.ParquetFile(path).num_row_groups)]
+    ctor = {"root": str(store.root), "version": version, "at": at, "chunk_rows": chunk_rows}
     written = dict.fromkeys(names.VIEWS, 0)
-    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for view, n in zip(b["view"], b["rows"]):
-            written[str(view)] += int(n)
+    with _timed(f"online writes: {len(work)} row groups"):
+        for b in _map(work, _OnlineWriter, ctor, build, pool=1 if sqlite else None,
+                      model=False):
+            for view, n in zip(b["view"], b["rows"]):
+                written[str(view)] += int(n)
     want = expected_rows(store, version)
     bad = {v: (written[v], want[v]) for v in names.VIEWS if written[v] != want[v]}
     if bad:
