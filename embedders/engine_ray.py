@@ -90,12 +90,13 @@ def ray_session(build: BuildConfig) -> Iterator[None]:
             _import_ray().shutdown()
 
 
-def _ray() -> Any:
-    """The ``ray`` module, connected (see :func:`ray_session`)."""
+def _ray(build: BuildConfig | None = None) -> Any:
+    """The ``ray`` module, connected: inside :func:`ray_session` with its settings, else with
+    ``build``'s (a Ray started outside a session lives until the process exits)."""
     ray = _import_ray()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        _connect(ray, _session.build if _session else BuildConfig())
+        _connect(ray, _session.build if _session else build or BuildConfig())
         _quiet(ray)
         if _session:
             _session.started = True
@@ -172,7 +173,7 @@ def _map(work: list[dict[str, Any]], udf: type, ctor: dict[str, Any], build: Bui
     their shards themselves: ``read_parquet``'s file-listing and read tasks would each need
     a worker process and a CPU beside the pool (on 2 cores they queue behind it).
     ``model``: the replicas hold a model and get ``build.ray.num_gpus`` each."""
-    ray, r = _ray(), build.ray
+    ray, r = _ray(build), build.ray
     ds = ray.data.from_items(work).map_batches(
         udf, fn_constructor_kwargs=ctor, batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool or r.pool_size),
@@ -442,7 +443,8 @@ def train_in_task(stage: Stage, ctx: BuildContext, name: str) -> Callable[[Path]
     def in_task(out: Path) -> None:
         import torch
 
-        ray, build = _ray(), ctx.cfg.build
+        build = ctx.cfg.build
+        ray = _ray(build)
         resources = ray.cluster_resources()
         gpus = build.ray.train_num_gpus
         if gpus is None:

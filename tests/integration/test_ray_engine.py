@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -53,7 +54,7 @@ def ray_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path, tiny_b
     return TinyBuild(path, cfg, cfg.build.root, store, store.manifest(store.current()))
 
 
-def _table(b: TinyBuild, name: str):  # type: ignore[no-untyped-def]
+def _table(b: Any, name: str) -> Any:
     return pq.read_table(b.store.path(b.manifest.version) / name)
 
 
@@ -62,7 +63,7 @@ def _matrix(table, name: str) -> np.ndarray:  # type: ignore[no-untyped-def]
     return col.flatten().to_numpy().reshape(len(col), -1)
 
 
-def test_same_item_vectors_and_intents(tiny_build: TinyBuild, ray_build: TinyBuild) -> None:
+def test_same_item_vectors_and_intents(tiny_build: Any, ray_build: Any) -> None:
     local, ray = _table(tiny_build, layout.ITEMS), _table(ray_build, layout.ITEMS)
     assert ray.column("item_id").equals(local.column("item_id"))
     for name in ("full", "transferable", "residual", "intent_weights"):
@@ -77,7 +78,7 @@ def test_same_item_vectors_and_intents(tiny_build: TinyBuild, ray_build: TinyBui
     assert ray_build.manifest.hashes["build"] == tiny_build.manifest.hashes["build"]
 
 
-def test_same_users_and_evaluation(tiny_build: TinyBuild, ray_build: TinyBuild) -> None:
+def test_same_users_and_evaluation(tiny_build: Any, ray_build: Any) -> None:
     from embedders.data import load_dataset
     from embedders.evaluate import served_ranks
 
@@ -94,8 +95,8 @@ def test_same_users_and_evaluation(tiny_build: TinyBuild, ray_build: TinyBuild) 
     assert rq["candidate"] == lq["candidate"] and rq["baselines"] == lq["baselines"]
 
 
-def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: TinyBuild,
-                                                          ray_build: TinyBuild) -> None:
+def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: Any,
+                                                          ray_build: Any) -> None:
     """Every row went into the version's Feast slot through Ray's writers (counted, then
     verified by the slot check); the online vectors are the local engine's."""
     from feature_repo import get_feature_store
