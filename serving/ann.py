@@ -5,7 +5,11 @@ IVF above (flat or PQ codes), trained on a bounded sample. Each index is then me
 the server searches it (:class:`serving.retrieval.DomainIndex`): recall@100 against exact
 search, item vectors as queries, for a ladder of ``efSearch``/``nprobe`` values; the smallest
 value that reaches ``recall_target`` is what the manifest records (``params.search``) and what
-servers use unless their config sets the knob. Torch-free: publish and ``add-items`` share it.
+servers use unless their config sets the knob. A domain whose HNSW graph misses the target at
+the ladder's top (inner-product search over vectors of unequal norm, such as ``full`` with its
+prior coordinate, is HNSW's hard case) is served by an exact flat index instead, and the
+manifest says why (``metrics.index[domain].fallback``); with ``index.type: flat`` every domain
+is. Torch-free: publish and ``add-items`` share it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ K = 100
 
 
 def choose_kind(n: int, cfg: IndexConfig) -> str:
-    """``hnsw``, ``ivf_flat`` or ``ivf_pq`` for a domain of ``n`` items."""
+    """``flat``, ``hnsw``, ``ivf_flat`` or ``ivf_pq`` for a domain of ``n`` items."""
+    if cfg.type == "flat":
+        return "flat"
     if cfg.type == "hnsw" or (cfg.type == "auto" and n <= cfg.hnsw_max_items):
         return "hnsw"
     return f"ivf_{cfg.ivf_codes}"
@@ -62,10 +68,12 @@ def build_index(kind: str, vectors: np.ndarray, ids: np.ndarray, cfg: IndexConfi
                 ) -> faiss.Index:
     """An inner-product index over ``vectors`` whose labels are ``ids``."""
     n, d = vectors.shape
-    if kind == "hnsw":
+    if kind == "flat":
+        index: Any = faiss.IndexIDMap(faiss.IndexFlatIP(d))
+    elif kind == "hnsw":
         base = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         base.hnsw.efConstruction = cfg.ef_construction
-        index: Any = faiss.IndexIDMap(base)
+        index = faiss.IndexIDMap(base)
     else:
         quantizer = faiss.IndexFlatIP(d)
         nlist = nlist_for(n, cfg)
@@ -120,6 +128,11 @@ def measure(kind: str, index: Any, ids: np.ndarray, matrix: np.ndarray,
     queries = np.ascontiguousarray(matrix[np.sort(pick)], np.float32)
     want = _kth_scores(matrix, queries, k)
     rerank = {"rerank": cfg.pq_rerank} if kind == "ivf_pq" else {}
+    if kind == "flat":
+        dom = DomainIndex(ids, matrix, index, SearchKnobs(ann_max_k=max(1000, k)), None)
+        return Measured({}, {"type": kind, "items": len(ids),
+                             f"recall_at_{k}": round(recall_at(dom, queries, want, k), 4),
+                             "recall_target": cfg.recall_target, "queries": len(queries)})
     name = "ef_search" if kind == "hnsw" else "nprobe"
     ladder = EF_LADDER if kind == "hnsw" else \
         [p for p in NPROBE_LADDER if p < index.nlist] + [index.nlist]
@@ -155,11 +168,29 @@ def write_domain_indexes(out: Path, full: np.ndarray, ids: np.ndarray, codes: np
         dom_ids = np.ascontiguousarray(ids[rows], np.int64)
         matrix = np.ascontiguousarray(full[rows], np.float32)
         index = build_index(kind, matrix, dom_ids, cfg)
-        faiss.write_index(index, str(out / file_of(name)))
         built = time.perf_counter() - start
         order = np.argsort(dom_ids, kind="stable")  # DomainIndex wants ids ascending
         m = measure(kind, index, dom_ids[order], matrix[order], cfg)
+        if kind == "hnsw" and _missed(m, cfg):
+            index, m = _exact_instead(m, matrix, dom_ids, order, cfg)
+        faiss.write_index(index, str(out / file_of(name)))
         search[name] = m.knobs
         records[name] = {**m.record, "build_s": round(built, 2),
                          "measure_s": round(time.perf_counter() - start - built, 2)}
     return search, records
+
+
+def _missed(m: Measured, cfg: IndexConfig) -> bool:
+    recall = next(v for k, v in m.record.items() if k.startswith("recall_at_"))
+    return bool(recall < cfg.recall_target)
+
+
+def _exact_instead(hnsw: Measured, matrix: np.ndarray, ids: np.ndarray, order: np.ndarray,
+                   cfg: IndexConfig) -> tuple[Any, Measured]:
+    """The exact flat index for a domain whose HNSW graph cannot reach the recall target."""
+    index = build_index("flat", matrix, ids, cfg)
+    m = measure("flat", index, ids[order], matrix[order], cfg)
+    recall = next(v for k, v in hnsw.record.items() if k.startswith("recall_at_"))
+    why = (f"hnsw recall@100 reached {recall} < {cfg.recall_target} (best at ef_search "
+           f"{hnsw.knobs['ef_search']}, tried up to {EF_LADDER[-1]}): served exact")
+    return index, Measured(m.knobs, {**m.record, "fallback": why})

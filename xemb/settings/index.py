@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
-    type: Literal["auto", "hnsw", "ivf"] = "auto"
-    """``auto``: per domain, HNSW up to ``hnsw_max_items`` items and IVF above; ``hnsw`` or
-    ``ivf``: that type for every domain."""
+    type: Literal["auto", "hnsw", "ivf", "flat"] = "auto"
+    """``auto``: per domain, HNSW up to ``hnsw_max_items`` items and IVF above; ``hnsw``,
+    ``ivf`` or ``flat`` (exact inner product, no graph): that type for every domain. A
+    domain whose HNSW graph misses ``recall_target`` at the largest ``efSearch`` is served by
+    the exact flat index instead (the manifest's ``metrics.index`` says so)."""
     hnsw_max_items: int = Field(100_000, ge=1)
     """``auto``: largest domain (items) that gets an HNSW graph."""
     ivf_codes: Literal["flat", "pq"] = "flat"
