@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -159,28 +159,44 @@ def _cluster(cfg: XembConfig) -> Iterator[float]:
         yield time.perf_counter() - t0
 
 
+def _progress(stage: str) -> None:
+    print(f"ray: {stage}", file=sys.stderr, flush=True)
+
+
 def ray_stage_timings(folder: Path, cfg: XembConfig,
-                      stages: tuple[str, ...] = ("encode", "intents", "materialize")
+                      stages: tuple[str, ...] = ("encode", "intents", "materialize"),
+                      online: Sequence[tuple[str, XembConfig, str]] = ()
                       ) -> tuple[float, list[RayTiming]]:
     """(seconds to start the cluster, a timing per stage) over ``scale_offline``'s files in
-    ``folder``; ``cfg`` from :func:`ray_config`."""
+    ``folder``; ``cfg`` from :func:`ray_config`. ``online``: (label, config, version) of
+    published versions whose rows :func:`time_online_writes` rewrites, on the same cluster
+    (the timing is named ``online writes (<label>)``)."""
     from scale_offline import Catalogue
 
     from embedders.intents import IntentLibrary
 
-    cat = Catalogue.load(folder)
     out: list[RayTiming] = []
     with _cluster(cfg) as start_s:
+        if stages:
+            cat = Catalogue.load(folder)
         if "encode" in stages:
+            _progress("encode")
             out.append(time_encode(cat.texts, cfg))
         if "intents" in stages:
+            _progress("intents")
             lib = IntentLibrary.load(folder / "intents.npz")
             trans = np.load(folder / "transferable.npy", mmap_mode="r")
             out.append(time_intents(trans, lib.vectors, cfg))
         if "materialize" in stages:
+            _progress("materialize")
             sem = np.load(folder / "semantic.npy", mmap_mode="r")
             out.append(time_materialize(folder / "adapter.onnx", sem, cat.domain, cat.warm,
                                         cfg))
+        for label, online_cfg, version in online:
+            _progress(f"online writes ({label})")
+            timing = time_online_writes(online_cfg, version)
+            timing.stage = f"online writes ({label})"
+            out.append(timing)
     return start_s, out
 
 
