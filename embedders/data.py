@@ -164,6 +164,8 @@ def _validate_items(table: pa.Table, cfg: DataConfig, file: Path) -> tuple[pa.Ta
             "text": pa.array(_item_text(table, cfg.text_fields, file))}
     if "image_path" in table.column_names:
         cols["image_path"] = _image_paths(table, file)
+    for name in table.column_names:  # other item fields, e.g. for describe's prompts
+        cols.setdefault(name, table.column(name))
     return pa.table(cols).take(pa.array(order)), domains
 
 

@@ -6,7 +6,9 @@ generation settings, rendered prompt), flushed batch by batch: a second run gene
 and a killed run resumes where it stopped (a torn last line is ignored).
 
 A function of item rows -> one text column per prompt, so it runs in one process and as a
-``map_batches`` stage. Not wired into the encoder yet (see README).
+``map_batches`` stage. In the build (``describe.enabled``) it runs before encode: its columns
+are published in ``items.parquet`` and the Feast item view, and ``describe.use: concat``
+joins them to the text the encoder reads (:func:`with_descriptions`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from xemb.errors import ConfigError
 from xemb.settings.offline import DescribeConfig, EncoderConfig
 
-__all__ = ["DescribeCache", "Generator", "render_prompts", "describe_items"]
+__all__ = ["DescribeCache", "Generator", "describe_items", "describe_table",
+           "generator_fingerprint", "item_rows", "render_prompts", "with_descriptions"]
 
 
 class DescribeCache:
@@ -56,14 +60,24 @@ class DescribeCache:
             return fh.read(1) == b"\n"
 
 
+def generator_fingerprint(cfg: DescribeConfig) -> str:
+    """Hash of the checkpoint's files and the generation settings that change its output."""
+    from embedders.encode import _model_fingerprint
+
+    if cfg.model is None or not cfg.model.is_dir():
+        raise ConfigError(f"describe.model: a local causal LM folder is needed "
+                          f"(got {cfg.model})")
+    settings = cfg.model_dump_json(include={"max_new_tokens", "max_prompt_tokens"})
+    base = _model_fingerprint(cfg.model, EncoderConfig())  # checkpoint files
+    return hashlib.sha256((base + settings).encode()).hexdigest()[:16]
+
+
 class Generator:
     """A local ``AutoModelForCausalLM`` and its tokenizer, greedy, left-padded batches, on
     ``device`` (a resolved ``build.device``: ``cpu`` or ``cuda``)."""
 
     def __init__(self, cfg: DescribeConfig, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from embedders.encode import _model_fingerprint
 
         if cfg.model is None or not cfg.model.is_dir():
             raise ConfigError(f"describe.model: a local causal LM folder is needed "
@@ -80,9 +94,7 @@ class Generator:
         self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        settings = cfg.model_dump_json(include={"max_new_tokens", "max_prompt_tokens"})
-        base = _model_fingerprint(cfg.model, EncoderConfig())  # checkpoint files
-        self.fingerprint = hashlib.sha256((base + settings).encode()).hexdigest()[:16]
+        self.fingerprint = generator_fingerprint(cfg)
 
     def generate(self, prompts: list[str]) -> list[str]:
         import torch
@@ -132,3 +144,32 @@ def describe_items(cfg: DescribeConfig, items: list[Mapping[str, object]], cache
     cols = {col: [cache.texts[_key(gen.fingerprint, p)] for p in ps]
             for col, ps in rendered.items()}
     return cols, len(todo)
+
+
+def item_rows(items: pa.Table) -> list[dict[str, object]]:
+    """The fields a prompt may use, per item: every column of the items table (``item_id``,
+    ``domain``, ``text`` and the source columns such as ``title``); ``title`` is the item's
+    text where the table has none."""
+    rows = items.drop_columns([c for c in ("image_path",) if c in items.column_names])
+    out = rows.to_pylist()
+    if "title" not in rows.column_names:
+        for row in out:
+            row["title"] = row["text"]
+    return out
+
+
+def describe_table(cfg: DescribeConfig, items: pa.Table, cache_dir: Path, device: str = "cpu",
+                   log: Callable[[str], None] = print) -> pa.Table:
+    """The describe stage over an items table: ``item_id`` and one string column per prompt
+    (``describe.prompts``), in the table's row order."""
+    cols, _ = describe_items(cfg, item_rows(items), cache_dir, log=log, device=device)
+    return pa.table({"item_id": items.column("item_id"),
+                     **{c: pa.array(v, pa.string()) for c, v in cols.items()}})
+
+
+def with_descriptions(texts: list[str], descriptions: pa.Table) -> list[str]:
+    """``describe.use: concat``: each item text with its descriptions, joined by '. ' (empty
+    ones left out), in the order of ``describe.prompts``."""
+    cols = [descriptions.column(c).to_pylist() for c in descriptions.column_names
+            if c != "item_id"]
+    return [". ".join(p for p in (t, *(c[i] for c in cols)) if p) for i, t in enumerate(texts)]

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from embedders.data import Dataset, load_dataset
@@ -41,7 +43,8 @@ from xemb.store import Manifest, VersionStore
 
 __all__ = ["STAGES", "BuildContext", "adapter_outputs", "build", "log", "semantic_vectors"]
 
-STAGES = ("encode", "adapt", "intents", "compose", "publish")
+STAGES = ("describe", "encode", "adapt", "intents", "compose", "publish")
+OPTIONAL = {"describe": lambda cfg: cfg.describe.enabled}  # off unless its config says so
 CODE_VERSION = "3"  # bump when a change to the training code changes its output
 
 
@@ -73,6 +76,22 @@ class BuildContext:
         for _, s in self.ds.sequences["train"]:
             warm[s] = True
         return warm
+
+    def descriptions(self) -> pa.Table | None:
+        """The describe stage's output (item_id + description columns); None when off."""
+        if "describe" not in self.keys:
+            return None
+        return pq.read_table(self.out("describe") / "descriptions.parquet")
+
+    def encoder_texts(self) -> list[str]:
+        """What the encoder reads per item: the item text, with its descriptions joined
+        (``describe.use: concat``) when describe is on."""
+        described = self.descriptions()
+        if described is None:
+            return self.ds.texts
+        from embedders.describe import with_descriptions
+
+        return with_descriptions(self.ds.texts, described)
 
     def semantic(self) -> np.ndarray:
         """The encode stage's output: one frozen-encoder vector per item row (memory-mapped,
@@ -116,10 +135,20 @@ class BuildContext:
 
 
 # ---- stages -----------------------------------------------------------------------------
+def _describe(ctx: BuildContext, out: Path) -> None:
+    """Generated descriptions of every item (cached per model, prompt and item text under
+    ``<root>/cache/describe``, so a rebuild generates only what is new)."""
+    from embedders.describe import describe_table
+
+    table = describe_table(ctx.cfg.describe, ctx.ds.items,
+                           ctx.cfg.build.root / "cache" / "describe", ctx.device, log)
+    pq.write_table(table, out / "descriptions.parquet", compression="zstd")
+
+
 def _encode(ctx: BuildContext, out: Path) -> None:
     """Export the encoder first: with ``backend: onnx`` the bulk encoding runs through the
     very graph that encodes cold-start items online."""
-    cfg, texts = ctx.cfg.encoder, ctx.ds.texts
+    cfg, texts = ctx.cfg.encoder, ctx.encoder_texts()
     if cfg.student.enabled:  # teacher on a sample, the distilled student on the rest
         encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" / "encode",
                             ctx.cfg.build.parity_tol, ctx.cfg.build.threads, log,
@@ -129,7 +158,7 @@ def _encode(ctx: BuildContext, out: Path) -> None:
     if cfg.export_onnx:
         from embedders.export import export_encoder
 
-        diff = export_encoder(encoder, out, ctx.ds.texts[:64], ctx.cfg.build.parity_tol,
+        diff = export_encoder(encoder, out, texts[:64], ctx.cfg.build.parity_tol,
                               cfg.max_length)
         log(f"encode: encoder exported to ONNX, parity max abs diff {diff:.2e}")
         if cfg.backend == "onnx" and isinstance(encoder, TextEncoder):
@@ -280,14 +309,22 @@ def new_composer(ctx: BuildContext, lib: IntentLibrary) -> Composer:
 
 
 _RUNNERS: dict[str, Callable[[BuildContext, Path], None]] = {
-    "encode": _encode, "adapt": _adapt, "intents": _intents, "compose": _compose}
+    "describe": _describe, "encode": _encode, "adapt": _adapt, "intents": _intents,
+    "compose": _compose}
 
 
 def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
     k: dict[str, str] = {}
+    described: list[str] = []  # describe off: the encode key of builds before describe
+    if cfg.describe.enabled:
+        from embedders.describe import generator_fingerprint
+
+        k["describe"] = stage_key(generator_fingerprint(cfg.describe), ds.fingerprint,
+                                  cfg.describe.prompts)
+        described = [k["describe"], cfg.describe.use]
     k["encode"] = stage_key(encoder_fp, ds.fingerprint, cfg.encoder.export_onnx,
                             cfg.encoder.backend, cfg.build.parity_tol,
-                            *student_key(cfg.encoder))
+                            *student_key(cfg.encoder), *described)
     k["adapt"] = stage_key(k["encode"], cfg.adapter, cfg.composer.max_len,
                            cfg.composer.heads, cfg.composer.dropout, CODE_VERSION)
     k["intents"] = stage_key(k["adapt"], cfg.intents)
@@ -297,11 +334,16 @@ def _keys(cfg: XembConfig, ds: Dataset, encoder_fp: str) -> dict[str, str]:
     return k
 
 
-def _select(stages: Iterable[str] | None) -> list[str]:
-    chosen = list(stages) if stages else list(STAGES)
+def _select(cfg: XembConfig, stages: Iterable[str] | None) -> list[str]:
+    on = [s for s in STAGES if s not in OPTIONAL or OPTIONAL[s](cfg)]
+    chosen = list(stages) if stages else on
     bad = [s for s in chosen if s not in STAGES]
     if bad:
         raise InvalidArgument(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})",
+                              field="--stages")
+    off = [s for s in chosen if s not in on]
+    if off:
+        raise InvalidArgument(f"stage {off[0]!r} is off in the config ({off[0]}.enabled)",
                               field="--stages")
     return [s for s in STAGES if s in chosen]
 
@@ -331,7 +373,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
     settings), the current version is returned."""
     from embedders.publish import collect_garbage, publish
 
-    chosen = _select(stages)
+    chosen = _select(cfg, stages)
     with RootLock(cfg.build.root, wait=wait), _engine(cfg):
         ctx = prepare(cfg)
         collect_garbage(ctx)  # what killed builds left: failed versions, staging, temp folders
@@ -400,7 +442,7 @@ def _up_to_date(ctx: BuildContext) -> Manifest | None:
 def _require_upstream(ctx: BuildContext, stage: str) -> None:
     """A later stage run alone needs the earlier ones done with this very config."""
     for up in STAGES[: STAGES.index(stage)]:
-        if not ctx.cache.has(up, ctx.keys[up]):
+        if up in ctx.keys and not ctx.cache.has(up, ctx.keys[up]):
             raise FailedPrecondition(f"stage {stage!r} needs {up!r} first (run it, or run "
                                      f"all stages)")
 
@@ -408,5 +450,7 @@ def _require_upstream(ctx: BuildContext, stage: str) -> None:
 def semantic_vectors(cfg: XembConfig) -> np.ndarray:
     """The frozen encoder's vectors for every item: the encode stage's output (run if absent)."""
     ctx = prepare(cfg)
+    if "describe" in ctx.keys:
+        ctx.cache.run("describe", ctx.keys["describe"], lambda out: _describe(ctx, out))
     ctx.cache.run("encode", ctx.keys["encode"], lambda out: _encode(ctx, out))
     return ctx.semantic()

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from feature_repo import names
 from xemb import layout
 from xemb.errors import DataValidationError
+from xemb.settings.offline import DESCRIPTION_COLUMNS
 from xemb.store import Manifest, Switch, VersionStore
 
 __all__ = ["export_version", "sync_history", "history_rows", "version_batches",
@@ -34,15 +35,17 @@ __all__ = ["export_version", "sync_history", "history_rows", "version_batches",
 
 COLUMNS = {
     names.ITEMS_TABLE: ("item_id", "domain", "full", "transferable", "residual",
-                        "intent_ids", "intent_weights", "warm"),
+                        "intent_ids", "intent_weights", "warm", *DESCRIPTION_COLUMNS),
     names.USERS_TABLE: ("user_id", "target_domain", "vector", "top_intent_ids",
                         "top_intent_weights"),
     names.INTENTS_TABLE: ("intent_id", "vector", "label", "support", "domain_support",
                           "domain_labels", "top_terms"),
 }
 # Columns newer than some published versions: an older table gets these values.
+# Description columns exist only where describe ran: null elsewhere.
 _DEFAULTS: dict[str, tuple[pa.DataType, object]] = {
-    "domain_labels": (pa.string(), "{}"), "top_terms": (pa.list_(pa.string()), [])}
+    "domain_labels": (pa.string(), "{}"), "top_terms": (pa.list_(pa.string()), []),
+    **{c: (pa.string(), None) for c in DESCRIPTION_COLUMNS}}
 _FILES = {names.ITEMS_TABLE: layout.ITEMS, names.USERS_TABLE: layout.USERS,
           names.INTENTS_TABLE: layout.INTENTS}
 

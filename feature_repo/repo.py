@@ -23,6 +23,7 @@ from feast.types import Array, Bool, Float32, Float64, Int64, String
 from feast.value_type import ValueType
 
 from feature_repo import affinity, names
+from xemb.settings.offline import DESCRIPTION_COLUMNS
 
 __all__ = ["Definitions", "build_definitions"]
 
@@ -74,8 +75,9 @@ def _views(root: Path | None, ent: dict[str, Entity]) -> dict[str, FeatureView]:
                 Field(name="residual", dtype=vec), Field(name="domain", dtype=String),
                 Field(name="intent_ids", dtype=Array(Int64)),
                 Field(name="intent_weights", dtype=vec), Field(name="warm", dtype=Bool),
-                version],
-        description="Item embeddings: full = transferable + residual.")
+                *(Field(name=c, dtype=String) for c in DESCRIPTION_COLUMNS), version],
+        description="Item embeddings: full = transferable + residual; generated "
+                    "descriptions (null unless the version was built with describe on).")
     users = FeatureView(
         name=names.USER_VIEW, entities=[ent["user"], ent["target_domain"]], ttl=TTL,
         source=_source(root, names.USERS_TABLE), online=True,

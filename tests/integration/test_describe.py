@@ -1,5 +1,7 @@
 """Issue 8 (describe): real batched greedy generation with a tiny GPT-2 built from a config,
-cached on disk: a second run generates nothing, a killed run resumes."""
+cached on disk: a second run generates nothing, a killed run resumes; wired into the build:
+the description columns are published in items.parquet and served by Feast, and they feed
+the encode stage's key."""
 
 from __future__ import annotations
 
@@ -57,18 +59,19 @@ def _cfg(model: Path, **kw):  # type: ignore[no-untyped-def]
 def test_batched_left_padded_generation_is_greedy_and_cached(gpt2: Path, tmp_path: Path) -> None:
     from embedders.describe import Generator, describe_items
 
-    cfg = _cfg(gpt2, prompts={"general": "describe {title}:",
-                              "specific": "a {domain} item, {title} (#{item_id}):"})
+    cfg = _cfg(gpt2, prompts={"description_general": "describe {title}:",
+                              "description_domain": "a {domain} item, {title} (#{item_id}):"})
     gen = Generator(cfg)
     cols, n_new = describe_items(cfg, ITEMS, tmp_path, gen, log=lambda _: None)
-    assert n_new == 2 * len(ITEMS) and set(cols) == {"general", "specific"}
+    assert n_new == 2 * len(ITEMS) and set(cols) == {"description_general",
+                                                     "description_domain"}
     assert all(isinstance(t, str) for c in cols.values() for t in c)
     # left padding: an item's text in a batch equals its text generated alone
     alone = gen.generate([f"describe {ITEMS[-1]['title']}:"])[0]
-    assert cols["general"][-1] == alone
+    assert cols["description_general"][-1] == alone
     again, n_new = describe_items(cfg, ITEMS, tmp_path, gen, log=lambda _: None)
     assert n_new == 0 and again == cols  # all from the cache
-    cfg2 = _cfg(gpt2, prompts={"general": "describe {title}:"}, max_new_tokens=4)
+    cfg2 = _cfg(gpt2, prompts={"description_general": "describe {title}:"}, max_new_tokens=4)
     assert describe_items(cfg2, ITEMS, tmp_path, log=lambda _: None)[1] == len(ITEMS)
 
 
@@ -77,7 +80,25 @@ def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> N
     from xemb.errors import ConfigError
 
     with pytest.raises(ConfigError, match="brand"):
-        describe_items(_cfg(gpt2, prompts={"x": "{brand}"}), ITEMS, tmp_path)
+        describe_items(_cfg(gpt2, prompts={"description_general": "{brand}"}), ITEMS,
+                       tmp_path)
+
+
+@pytest.mark.parametrize(("describe", "message"), [
+    ({"prompts": {"blurb": "{title}"}}, "unknown description column 'blurb'"),
+    ({"use": "separate"}, "describe.use: 'separate'")])
+def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
+                                             message: str) -> None:
+    import yaml
+
+    from xemb.errors import ConfigError
+    from xemb.settings import load_config
+
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({"describe": {"enabled": True, **describe}}))
+    with pytest.raises(ConfigError, match=r"describe\.(prompts|use)") as err:
+        load_config(path)
+    assert message in str(err.value)
 
 
 _CHILD = """
@@ -92,7 +113,7 @@ def generate(self, prompts):
 describe.Generator.generate = generate
 items = [{"title": f"item number {i}", "domain": "kitchen"} for i in range(60)]
 cfg = DescribeConfig(enabled=True, model=Path(sys.argv[1]), max_new_tokens=4, batch_size=2,
-                     prompts={"general": "describe {title}:"})
+                     prompts={"description_general": "describe {title}:"})
 describe.describe_items(cfg, items, Path(sys.argv[2]))
 """
 
@@ -118,8 +139,90 @@ def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     assert 10 <= done < 60, done
     items = [{"title": f"item number {i}", "domain": "kitchen"} for i in range(60)]
     cfg = DescribeConfig(enabled=True, model=gpt2, max_new_tokens=4, batch_size=2,
-                         prompts={"general": "describe {title}:"})
+                         prompts={"description_general": "describe {title}:"})
     cols, n_new = describe_items(cfg, items, cache, log=lambda _: None)
-    kept = len(cols["general"]) - n_new
+    kept = len(cols["description_general"]) - n_new
     assert kept >= done and n_new <= 60 - done  # only what the killed run had not finished
     assert describe_items(cfg, items, cache, log=lambda _: None)[1] == 0
+
+
+DESCRIBE = {"enabled": True, "max_new_tokens": 3, "batch_size": 64,
+            "prompts": {"description_general": "describe {title}:",
+                        "description_domain": "a {domain} product: {title}. it is"}}
+
+
+def _build_config(folder: Path, tiny_slice: Path, tiny_bert: Path, gpt2: Path,
+                  **describe: object):  # type: ignore[no-untyped-def]
+    from tests.conftest import write_config
+    from xemb.settings import load_config
+
+    if not (folder / "data").exists():
+        (folder / "data").symlink_to(tiny_slice)
+    return load_config(write_config(folder, {
+        "encoder": {"model": str(tiny_bert)}, "feast": {"enabled": True},
+        "describe": {**DESCRIBE, "model": str(gpt2), **describe}}))
+
+
+def test_a_build_with_describe_publishes_and_serves_descriptions(
+        tiny_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from embedders.describe import with_descriptions
+    from embedders.pipeline import build, prepare
+    from feature_repo import get_feature_store
+    from xemb import layout
+
+    cfg = _build_config(tmp_path, tiny_slice, tiny_bert, gpt2)
+    manifest = build(cfg)
+    assert manifest is not None
+    items = pq.read_table(cfg.build.root / "versions" / manifest.version / layout.ITEMS)
+    general = items.column("description_general").to_pylist()
+    domain = items.column("description_domain").to_pylist()
+    assert len(general) == items.num_rows and all(isinstance(t, str) for t in general + domain)
+    assert len(set(general)) > 1  # one text per item, not one for all
+    # the encoder read title + descriptions (concat)
+    ctx = prepare(cfg)
+    texts = ctx.encoder_texts()
+    assert texts == with_descriptions(ctx.ds.texts, ctx.descriptions())
+    assert texts[0].startswith(ctx.ds.texts[0]) and len(texts[0]) > len(ctx.ds.texts[0])
+    # Feast serves the description columns of the current version
+    fs = get_feature_store(cfg.build.root)
+    ids = items.column("item_id").to_pylist()[:5]
+    got = fs.get_online_features(
+        features=["item_embeddings:description_general", "item_embeddings:description_domain"],
+        entity_rows=[{"item_id": i} for i in ids]).to_dict()
+    assert got["description_general"] == general[:5]
+    assert got["description_domain"] == domain[:5]
+    # a second build generates nothing (and publishes nothing new)
+    cache = next((cfg.build.root / "cache" / "describe").glob("*.jsonl"))
+    lines = cache.read_text().count("\n")
+    assert lines == 2 * items.num_rows
+    assert build(cfg).version == manifest.version
+    shutil.rmtree(ctx.out("describe"))  # even the stage run again takes all from the cache
+    capsys.readouterr()
+    build(cfg, stages=["describe"])
+    assert "describe: 0 texts generated" in capsys.readouterr().err
+    assert cache.read_text().count("\n") == lines
+
+
+def test_describe_feeds_the_encode_key(tiny_slice: Path, tiny_bert: Path, gpt2: Path,
+                                       tmp_path: Path) -> None:
+    from embedders.pipeline import prepare
+
+    base = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2)).keys
+    prompt = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, prompts={
+        "description_general": "summarise {title}:"})).keys
+    model = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2,
+                                  max_new_tokens=5)).keys
+    off = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, enabled=False)).keys
+    assert "describe" not in off
+    for changed in (prompt, model):
+        assert changed["describe"] != base["describe"]
+        assert changed["encode"] != base["encode"] and changed["publish"] != base["publish"]
+    assert off["encode"] != base["encode"]
+    # batch size changes no text: nothing rebuilds
+    same = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, batch_size=7)).keys
+    assert same == base

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -101,12 +101,18 @@ class EncoderConfig(_Section):
     """Distilled student encoder (off by default; ``type: text`` only)."""
 
 
+DESCRIPTION_COLUMNS = ("description_general", "description_domain")
+"""The description columns describe may write (items.parquet and the Feast item view): a
+domain-agnostic and a domain-specific one (SemaCDR/AIR)."""
+
+
 class DescribeConfig(_Section):
     """Generated item descriptions (SemaCDR/AIR): a local causal LM writes, per prompt, one
-    text per item. Off by default; not yet wired into the encoder (see README)."""
+    text per item; they become columns of ``items.parquet`` and of the Feast item view, and
+    the encoder reads them (``use``). Off by default."""
 
     enabled: bool = False
-    """Run the describe stage."""
+    """Run the describe stage before encode."""
     model: Path | None = None
     """Local ``AutoModelForCausalLM`` checkpoint folder (with its tokenizer)."""
     prompts: dict[str, str] = Field(default_factory=lambda: {
@@ -114,13 +120,36 @@ class DescribeConfig(_Section):
                                "{title}\nDescription:",
         "description_domain": "Describe this {domain} product for a {domain} shopper in one "
                               "sentence: {title}\nDescription:"}, min_length=1)
-    """Output column -> prompt template; ``{title}``, ``{domain}`` and any item field."""
+    """Output column -> prompt template; columns: ``description_general`` (domain-agnostic)
+    and/or ``description_domain`` (domain-specific); templates use ``{title}``, ``{domain}``,
+    ``{text}`` (the encoder's text) and any other column of the items table."""
+    use: Literal["concat", "separate"] = "concat"
+    """How the encoder uses the descriptions: ``concat``: joined to the item text (with
+    '. ') before encoding. ``separate`` (encoded apart and fused by the adapter, SemaCDR's
+    way) is not implemented yet and is refused."""
     max_new_tokens: int = Field(48, ge=1, le=1024)
     """Most tokens generated per item."""
     max_prompt_tokens: int = Field(256, ge=8)
     """Prompts are truncated (from the left) to this many tokens."""
     batch_size: int = Field(16, ge=1)
     """Prompts per ``generate`` call (left-padded)."""
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_columns(cls, prompts: dict[str, str]) -> dict[str, str]:
+        bad = [c for c in prompts if c not in DESCRIPTION_COLUMNS]
+        if bad:
+            raise ValueError(f"unknown description column {bad[0]!r} (columns: "
+                             f"{', '.join(DESCRIPTION_COLUMNS)})")
+        return prompts
+
+    @field_validator("use")
+    @classmethod
+    def _implemented(cls, use: str) -> str:
+        if use == "separate":
+            raise ValueError("describe.use: 'separate' (descriptions encoded apart and fused "
+                             "by the adapter) is not implemented yet; use 'concat'")
+        return use
 
 
 class AdapterConfig(_Section):
