@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,7 +109,7 @@ class Generator:
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
-def render_prompts(template: str, items: list[Mapping[str, object]]) -> list[str]:
+def render_prompts(template: str, items: Sequence[Mapping[str, object]]) -> list[str]:
     """``{title}``, ``{domain}`` and any other item field, filled per item."""
     try:
         return [template.format_map(dict(item)) for item in items]
@@ -122,7 +122,7 @@ def _key(fingerprint: str, prompt: str) -> str:
     return hashlib.sha256(f"{fingerprint}\0{prompt}".encode()).hexdigest()
 
 
-def describe_items(cfg: DescribeConfig, items: list[Mapping[str, object]], cache_dir: Path,
+def describe_items(cfg: DescribeConfig, items: Sequence[Mapping[str, object]], cache_dir: Path,
                    generator: Generator | None = None,
                    log: Callable[[str], None] = print,
                    device: str = "cpu") -> tuple[dict[str, list[str]], int]:

@@ -127,8 +127,9 @@ def _write_items(ctx: BuildContext, t, r, f, warm, lib: IntentLibrary, out: Path
         "warm": pa.array(warm, pa.bool_()),
     })
     described = ctx.descriptions()  # describe on: its columns, in item order
-    for name in (described.column_names[1:] if described is not None else []):
-        table = table.append_column(name, described.column(name))
+    if described is not None:
+        for name in described.column_names[1:]:
+            table = table.append_column(name, described.column(name))
     pq.write_table(table, out / layout.ITEMS, compression="zstd")
     top_m = int(min(ctx.cfg.intents.top_m, len(lib.vectors)))
     write_ipc(items_for_serving(table, ctx.ds.domains, top_m), out / layout.ITEMS_ARROW)

@@ -151,6 +151,15 @@ DESCRIBE = {"enabled": True, "max_new_tokens": 3, "batch_size": 64,
                         "description_domain": "a {domain} product: {title}. it is"}}
 
 
+@pytest.fixture(scope="module")
+def small_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~360 items: generation on CPU costs ~10 ms a text even with the tiny GPT-2."""
+    from tests.conftest import make_slice
+
+    return make_slice(tmp_path_factory.mktemp("describe-slice") / "data", n_train=8,
+                      n_eval=4, n_cold=4)
+
+
 def _build_config(folder: Path, tiny_slice: Path, tiny_bert: Path, gpt2: Path,
                   **describe: object):  # type: ignore[no-untyped-def]
     from tests.conftest import write_config
@@ -164,7 +173,7 @@ def _build_config(folder: Path, tiny_slice: Path, tiny_bert: Path, gpt2: Path,
 
 
 def test_a_build_with_describe_publishes_and_serves_descriptions(
-        tiny_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path,
+        small_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
@@ -175,7 +184,7 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
     from feature_repo import get_feature_store
     from xemb import layout
 
-    cfg = _build_config(tmp_path, tiny_slice, tiny_bert, gpt2)
+    cfg = _build_config(tmp_path, small_slice, tiny_bert, gpt2)
     manifest = build(cfg)
     assert manifest is not None
     items = pq.read_table(cfg.build.root / "versions" / manifest.version / layout.ITEMS)
@@ -208,21 +217,21 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
     assert cache.read_text().count("\n") == lines
 
 
-def test_describe_feeds_the_encode_key(tiny_slice: Path, tiny_bert: Path, gpt2: Path,
+def test_describe_feeds_the_encode_key(small_slice: Path, tiny_bert: Path, gpt2: Path,
                                        tmp_path: Path) -> None:
     from embedders.pipeline import prepare
 
-    base = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2)).keys
-    prompt = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, prompts={
+    base = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2)).keys
+    prompt = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2, prompts={
         "description_general": "summarise {title}:"})).keys
-    model = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2,
+    model = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2,
                                   max_new_tokens=5)).keys
-    off = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, enabled=False)).keys
+    off = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2, enabled=False)).keys
     assert "describe" not in off
     for changed in (prompt, model):
         assert changed["describe"] != base["describe"]
         assert changed["encode"] != base["encode"] and changed["publish"] != base["publish"]
     assert off["encode"] != base["encode"]
     # batch size changes no text: nothing rebuilds
-    same = prepare(_build_config(tmp_path, tiny_slice, tiny_bert, gpt2, batch_size=7)).keys
+    same = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2, batch_size=7)).keys
     assert same == base
