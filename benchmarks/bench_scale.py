@@ -60,14 +60,16 @@ def minilm(folder: Path, n: int, sample: int, threads: int) -> dict[str, Any]:
     return {"wall_s": n / rate, "items_per_s": rate, "sample": sample}
 
 
-def publish(backend: str, redis_url: str | None, n: int, dim: int) -> dict[str, Any]:
+def publish(backend: str, redis_url: str | None, n: int, dim: int, root: Path
+            ) -> dict[str, Any]:
     """A synthetic version (n items, n/10 users x 2 domains, 256 intents) published into a
-    fresh root's Feast online store (``bench_feast``'s publish): rows/s and peak RSS."""
+    fresh ``root``'s Feast online store (``bench_feast``'s publish): rows/s and the peak
+    RSS of this process (building the synthetic version included)."""
     from bench_feast import _publish
     from scale_ray import PeakRss
 
-    root = Path(tempfile.mkdtemp(prefix=f"xemb-scale-{backend}-"))
     _say(f"publish: {backend}")
+    root.mkdir(parents=True)
     with PeakRss() as rss:
         _, version, m = _publish(root, backend, redis_url, argparse.Namespace(items=n, dim=dim))
     feast: dict[str, Any] = {"online_store": backend}
@@ -80,7 +82,7 @@ def publish(backend: str, redis_url: str | None, n: int, dim: int) -> dict[str, 
 
 
 def on_ray(folder: Path | None, base: XembConfig, published: dict[str, dict[str, Any]],
-           args: argparse.Namespace) -> dict[str, Any]:
+           args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """The Ray engine's per-item stages (over the local stages' files) and its online writes
     into each published version, on one local Ray."""
     from scale_ray import ray_config, ray_stage_timings
@@ -90,7 +92,8 @@ def on_ray(folder: Path | None, base: XembConfig, published: dict[str, dict[str,
         ray = cfg.build.ray.model_copy(update={"local_cpus": args.ray_cpus})
         return cfg.model_copy(update={"build": cfg.build.model_copy(update={"ray": ray})})
 
-    scratch = folder or Path(tempfile.mkdtemp(prefix="xemb-scale-ray-"))
+    scratch = folder or scratch
+    scratch.mkdir(parents=True, exist_ok=True)
     stages = ("encode", "intents", "materialize") if folder else ()
     online = [(b, on(p["config"], Path(p["root"])), p["version"]) for b, p in published.items()]
     _say("ray: starting a local Ray")
@@ -100,11 +103,11 @@ def on_ray(folder: Path | None, base: XembConfig, published: dict[str, dict[str,
                                    for t in timings}}
 
 
-def serving(n: int, dim: int, calls: int) -> dict[str, Any]:
+def serving(n: int, dim: int, calls: int, root: Path) -> dict[str, Any]:
     from scale_serving import measure_serving, publish_scale_version
 
-    root = Path(tempfile.mkdtemp(prefix="xemb-scale-serving-"))
     _say(f"serving: publishing {n:,} synthetic items (tables, indexes, recall)")
+    root.mkdir(parents=True)
     t0 = time.perf_counter()
     publish_scale_version(root, n, dim)
     publish_s = time.perf_counter() - t0
@@ -205,27 +208,9 @@ def _serving_rows(r: dict[str, Any]) -> list[str]:
 
 
 # ---- main ------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=1_000_000)
-    ap.add_argument("--encoder", type=Path, default=None,
-                    help="encoder model folder (default: a tiny random 2-layer BERT)")
-    ap.add_argument("--minilm-sample", type=int, default=1000,
-                    help="titles MiniLM encodes to extrapolate its encode time (0: skip)")
-    ap.add_argument("--batch-items", type=int, default=65_536)
-    ap.add_argument("--threads", type=int, default=1, help="torch/ORT threads, local stages")
-    ap.add_argument("--dim", type=int, default=64, help="vector width of publish/serving")
-    ap.add_argument("--pool-size", type=int, default=1, help="Ray actors per stage")
-    ap.add_argument("--batch-rows", type=int, default=4096, help="items per Ray call")
-    ap.add_argument("--ray-cpus", type=int, default=None, help="local Ray CPUs (default all)")
-    ap.add_argument("--calls", type=int, default=500, help="calls per serving latency")
-    for part in ("offline", "ray", "publish", "redis", "serving"):
-        ap.add_argument(f"--no-{part}", action="store_true", help=f"skip {part}")
-    ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = ap.parse_args(argv)
+def run(args: argparse.Namespace, folder: Path, tmp: Path) -> dict[str, Any]:
+    """Every part not skipped; scratch roots under ``tmp``, the catalogue in ``folder``."""
     n = args.items
-    folder = args.workdir or Path(tempfile.mkdtemp(prefix="xemb-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {
         "items": n, "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only, "
@@ -249,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         published: dict[str, dict[str, Any]] = {}
         if not args.no_publish:
-            published["sqlite"] = publish("sqlite", None, n, args.dim)
+            published["sqlite"] = publish("sqlite", None, n, args.dim, tmp / "sqlite")
             if not args.no_redis:
                 from tests.helpers.services import redis_binary, redis_server
 
                 if redis_binary():
                     url = stack.enter_context(redis_server())
-                    published["redis"] = publish("redis", url, n, args.dim)
+                    published["redis"] = publish("redis", url, n, args.dim, tmp / "redis")
                 else:
                     res.setdefault("publish", {})["redis"] = {
                         "skipped": "redis-server not installed"}
@@ -263,11 +248,36 @@ def main(argv: list[str] | None = None) -> int:
             {b: {k: v for k, v in p.items() if k != "config"} for b, p in published.items()})
         if not args.no_ray and (base is not None or published):
             res["ray"] = on_ray(folder if base is not None else None,
-                                base or XembConfig(), published, args)
+                                base or XembConfig(), published, args, tmp / "ray")
     if not args.no_serving:
-        res["serving"] = serving(n, args.dim, args.calls)
+        res["serving"] = serving(n, args.dim, args.calls, tmp / "serving")
     if base is not None and args.minilm_sample:
         res["local"]["encode_minilm"] = minilm(folder, n, args.minilm_sample, args.threads)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--encoder", type=Path, default=None,
+                    help="encoder model folder (default: a tiny random 2-layer BERT)")
+    ap.add_argument("--minilm-sample", type=int, default=1000,
+                    help="titles MiniLM encodes to extrapolate its encode time (0: skip)")
+    ap.add_argument("--batch-items", type=int, default=65_536)
+    ap.add_argument("--threads", type=int, default=1, help="torch/ORT threads, local stages")
+    ap.add_argument("--dim", type=int, default=64, help="vector width of publish/serving")
+    ap.add_argument("--pool-size", type=int, default=1, help="Ray actors per stage")
+    ap.add_argument("--batch-rows", type=int, default=4096, help="items per Ray call")
+    ap.add_argument("--ray-cpus", type=int, default=None, help="local Ray CPUs (default all)")
+    ap.add_argument("--calls", type=int, default=500, help="calls per serving latency")
+    for part in ("offline", "ray", "publish", "redis", "serving"):
+        ap.add_argument(f"--no-{part}", action="store_true", help=f"skip {part}")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the catalogue and local stage outputs here (a rerun reuses them)")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="xemb-scale-") as tmp:  # removed at the end
+        res = run(args, args.workdir or Path(tmp) / "catalogue", Path(tmp))
     text = table(res)
     print(text)
     if args.out:
