@@ -44,7 +44,8 @@ def choose_kind(n: int, cfg: IndexConfig) -> str:
 
 
 def nlist_for(n: int, cfg: IndexConfig) -> int:
-    auto = min(int(4 * math.sqrt(n)), n // 39)
+    # faiss wants >= 39 training vectors per list: the bounded training sample caps the lists
+    auto = min(int(4 * math.sqrt(n)), min(n, cfg.train_sample) // 39)
     return max(1, min(cfg.nlist or auto, n))
 
 

@@ -67,3 +67,16 @@ def test_index_not_matching_the_table_is_refused(data):
     path, ids, vecs, _ = data
     with pytest.raises(VersionIntegrityError, match="expected"):
         load_index(path, ids[:10], vecs[:10], SearchKnobs())
+
+
+def test_ivf_lists_follow_size_and_training_sample() -> None:
+    """4*sqrt(n) lists, but never fewer than 39 training vectors per list (faiss's rule),
+    counted over the bounded training sample, not the catalogue."""
+    from serving.ann import nlist_for
+    from xemb.settings.index import IndexConfig
+
+    cfg = IndexConfig()
+    assert nlist_for(3_000, cfg) == 3_000 // 39  # small: the 39-per-list rule binds
+    assert nlist_for(40_000, cfg) == 800  # 4 * sqrt(n)
+    assert nlist_for(1_000_000, cfg) == cfg.train_sample // 39  # the sample binds
+    assert nlist_for(1_000_000, IndexConfig(nlist=64)) == 64

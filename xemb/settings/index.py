@@ -26,7 +26,8 @@ class IndexConfig(BaseModel):
     ef_construction: int = Field(80, ge=8)
     """HNSW build breadth."""
     nlist: int | None = Field(None, ge=1)
-    """IVF lists; None: ``4 * sqrt(items)``, at most ``items / 39`` (faiss's training rule)."""
+    """IVF lists; None: ``4 * sqrt(items)``, at most ``min(items, train_sample) / 39`` (faiss
+    wants 39 training vectors per list)."""
     pq_m: int | None = Field(None, ge=1)
     """IVF-PQ sub-quantizers (must divide the vector width); None: the divisor of the width
     nearest ``width / 2``."""
