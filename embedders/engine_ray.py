@@ -43,8 +43,8 @@ from xemb.errors import ConfigError, Unavailable, VersionIntegrityError
 from xemb.settings.offline import BuildConfig
 
 if TYPE_CHECKING:
+    from embedders.context import BuildContext
     from embedders.intents import Assignment
-    from embedders.pipeline import BuildContext
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 

@@ -23,7 +23,7 @@ from xemb.composer_io import ItemArrays, compose_batched
 from xemb.errors import XembError
 
 if TYPE_CHECKING:
-    from embedders.pipeline import BuildContext
+    from embedders.context import BuildContext
 
 __all__ = ["assess", "describe", "verdict"]
 

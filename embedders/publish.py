@@ -15,19 +15,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from embedders.distill import student_record
-from embedders.export import export_onnx, ort_session
-from embedders.gate import assess, describe
-from embedders.intents import IntentLibrary, intent_report
-from embedders.materialize import adapter_session, materialize_items
-from embedders.models import AdapterExport, Composer
-from embedders.pipeline import (
+from embedders.context import (
     BuildContext,
     load_adapter,
     load_intents,
     log,
     new_composer,
 )
+from embedders.distill import student_record
+from embedders.export import export_onnx, ort_session
+from embedders.gate import assess, describe
+from embedders.intents import IntentLibrary, intent_report
+from embedders.materialize import adapter_session, materialize_items
+from embedders.models import AdapterExport, Composer
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.ipc_tables import items_for_serving, users_for_serving, write_ipc

@@ -15,6 +15,7 @@ offline history not yet written).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -49,12 +50,15 @@ def _before(fn: Callable[..., Any], marker: Path) -> Callable[..., Any]:
 
 
 def install(point: str, marker: Path) -> None:
-    from embedders import pipeline, publish
+    from embedders import graph, publish
     from feature_repo.online_store import XembOnlineStore
     from xemb.store import VersionStore
 
-    if point in pipeline._RUNNERS:
-        pipeline._RUNNERS[point] = _after(pipeline._RUNNERS[point], marker)
+    cached = {s.name: i for i, s in enumerate(graph.STAGES) if s.run is not None}
+    if point in cached:
+        stage = graph.STAGES[cached[point]]
+        assert stage.run is not None
+        graph.STAGES[cached[point]] = dataclasses.replace(stage, run=_after(stage.run, marker))
     elif point == "publish-stage":
         publish._stage_version = _after(publish._stage_version, marker)  # type: ignore[assignment]
     elif point == "publish-feast":
