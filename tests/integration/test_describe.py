@@ -209,7 +209,8 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
     cache = next((cfg.build.root / "cache" / "describe").glob("*.jsonl"))
     lines = cache.read_text().count("\n")
     assert lines == 2 * items.num_rows
-    assert build(cfg).version == manifest.version
+    again = build(cfg)
+    assert again is not None and again.version == manifest.version
     shutil.rmtree(ctx.out("describe"))  # even the stage run again takes all from the cache
     capsys.readouterr()
     build(cfg, stages=["describe"])
