@@ -36,7 +36,23 @@ PY
 echo "== ComposeUserIntent: a test user's last 20 items -> kitchen intent"
 $Q compose --domain kitchen --history "$HIST"
 echo "== Retrieve: top 5 kitchen items for that history"
-$Q retrieve --domain kitchen -k 5 --history "$HIST"
+RET=$($Q retrieve --domain kitchen -k 5 --history "$HIST")
+echo "$RET"
+echo "== the same, as titles"
+HIST="$HIST" RET="$RET" .venv/bin/python - <<'PY'
+import html, json, os
+import pyarrow.parquet as pq
+items = pq.read_table("examples/food-kitchen/items.parquet", columns=["item_id", "domain", "title"])
+title = {r["item_id"]: (r["domain"], html.unescape(r["title"])[:80]) for r in items.to_pylist()}
+hist = [int(i) for i in os.environ["HIST"].split(",")]
+print("last 5 items of the history:")
+for i in hist[-5:]:
+    print(f"  {i:>6}  [{title[i][0]}] {title[i][1]}")
+print("retrieved for kitchen:")
+ret = json.loads(os.environ["RET"])
+for i, s in zip(ret["item_ids"], ret["scores"]):
+    print(f"  {i:>6}  {s:6.3f}  {title[i][1]}")
+PY
 echo "== EncodeItems: a brand-new item (cold start, ONNX only)"
 $Q encode --domain kitchen "Enameled cast iron dutch oven, 6 quart"
 echo "== service is up: pid $(cat xemb-data/serve.pid), port $PORT; stop it with: kill \$(cat xemb-data/serve.pid)"
