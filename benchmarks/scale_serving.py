@@ -56,16 +56,11 @@ def memory(pid: int) -> dict[str, int]:
 
 def start_server(root: Path, config: Path) -> tuple[subprocess.Popen, int, float]:
     """``xemb serve`` on a free port; (process, port, seconds until it served)."""
+    from bench_serving import start_server as start
+
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "xemb.cli", "serve", "-c", str(config),
-                             "--root", str(root), "--port", "0", "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1]), time.perf_counter() - t0
+    proc, port = start(config, root)
+    return proc, port, time.perf_counter() - t0
 
 
 def _warm(client: XembClient, ids: np.ndarray) -> None:
