@@ -72,6 +72,9 @@ class ReportInputs:
     yardsticks: dict[str, Any] | Missing
     bench: dict[str, Any] | Missing
     recall_k: int = 50
+    switched_to: bool = False
+    """Whether the root's switch log ever made this version current (the manifest is sealed
+    before the gate's decision takes effect, so it cannot say)."""
 
 
 def _read_json(path: Path | None, what: str) -> dict[str, Any] | Missing:
@@ -180,4 +183,5 @@ def collect(cfg: XembConfig, version: str | None = None, yardsticks: Path | None
         ablations=read_ablations(ablations or cfg.build.root / "reports" / "ablations.json"),
         yardsticks=check_yardsticks(ysplit, manifest.domains,
                                     _targets(splits.get(on, Missing("")), manifest.domains)),
-        bench=read_bench(bench), recall_k=cfg.eval.recall_k)
+        bench=read_bench(bench), recall_k=cfg.eval.recall_k,
+        switched_to=any(sw.version == version for sw in store.switches()))

@@ -135,6 +135,14 @@ def test_people_read_titles_verdicts_and_yardsticks(tmp_path: Path) -> None:
     assert "ComposeUserIntent 50-item history" in page and "best epoch 3" in page
 
 
+def test_the_gate_section_says_whether_the_switch_log_made_it_current(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    switched = replace(_full_inputs(tmp_path), switched_to=True)
+    page = render(switched, tmp_path / "s").read_text()
+    assert "made current" in page and "published but not made current" not in page
+
+
 def test_missing_inputs_give_notes(tmp_path: Path) -> None:
     inputs = ReportInputs(
         manifest=_manifest(False), splits={"valid": Missing("the dataset has no valid rows"),
