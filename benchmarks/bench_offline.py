@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+from _timing import percentiles  # noqa: E402
 
 from embedders.encode import _sorted_batches, load_encoder  # noqa: E402
 from embedders.evaluate import served_items  # noqa: E402
@@ -52,17 +53,6 @@ def encode_throughput(encoder, onnx_path: Path, texts: list[str], batch: int
         feeds = {k: v.numpy() for k, v in encoder.tokenize([texts[i] for i in idx]).items()}
         sess.run(None, feeds)
     return torch_rate, len(texts) / (time.perf_counter() - t0)
-
-
-def percentiles(fn, n: int) -> tuple[float, float]:
-    for _ in range(min(20, n)):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
 def llm_online(encoder, sess: ort.InferenceSession, texts: list[str]) -> None:

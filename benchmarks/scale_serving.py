@@ -23,6 +23,7 @@ from typing import Any
 
 import _repo  # noqa: F401  (tests.helpers importable)
 import numpy as np
+from _timing import percentiles
 
 from serving.client import XembClient
 from serving.retrieval import SearchKnobs
@@ -69,18 +70,6 @@ def _warm(client: XembClient, ids: np.ndarray) -> None:
             client.get_item_embeddings(ids[s:s + 10_000], part, timeout=60)
 
 
-def _latency(fn: Any, n: int) -> tuple[float, float]:
-    for _ in range(20):
-        fn()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    ms = np.array(out) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-
-
 def _served_recall(client: XembClient, matrix: np.ndarray, ids: np.ndarray, domain: str,
                    rng: np.random.Generator, n: int = 50) -> float:
     """recall@100 through the server, queries = item vectors plus noise (not items themselves)."""
@@ -119,10 +108,10 @@ def measure_serving(root: Path, calls: int = 500) -> dict[str, Any]:
                 _warm(client, v.items.ids)
                 out["one"] = memory(first.pid)
                 ids100 = rng.choice(v.items.ids, 100, replace=False)
-                out["get100"] = _latency(lambda: client.get_item_embeddings(ids100), calls)
+                out["get100"] = percentiles(lambda: client.get_item_embeddings(ids100), calls)
                 q = index.matrix[0] + np.float32(0.1)
                 name = v.domains[big]
-                out["retrieve"] = _latency(lambda: client.retrieve(name, 100, vector=q), calls)
+                out["retrieve"] = percentiles(lambda: client.retrieve(name, 100, vector=q), calls)
                 out["served_recall"] = _served_recall(client, index.matrix, index.ids, name, rng)
                 out["retrieve_domain"] = name
             second, port2, _ = start_server(root, config)
