@@ -118,22 +118,36 @@ class Measured:
     """What the manifest's ``params.search[domain]`` records."""
     record: dict[str, Any]
     """What ``metrics.index[domain]`` records."""
+    recall: float
+    """The recorded recall@100 (rounded as recorded)."""
 
 
 def measure(kind: str, index: Any, ids: np.ndarray, matrix: np.ndarray,
             cfg: IndexConfig) -> Measured:
-    """Tune the search knob along its ladder until recall@100 reaches the target."""
+    """Tune the search knob along its ladder until recall@100 reaches the target (an exact
+    flat index has no knob: it is measured once)."""
     k = min(K, len(ids))
     rng = np.random.default_rng(cfg.seed)
     pick = rng.choice(len(ids), min(cfg.recall_queries, len(ids)), replace=False)
     queries = np.ascontiguousarray(matrix[np.sort(pick)], np.float32)
     want = _kth_scores(matrix, queries, k)
-    rerank = {"rerank": cfg.pq_rerank} if kind == "ivf_pq" else {}
+    tuned: dict[str, int] = {}
     if kind == "flat":
         dom = DomainIndex(ids, matrix, index, SearchKnobs(ann_max_k=max(1000, k)), None)
-        return Measured({}, {"type": kind, "items": len(ids),
-                             f"recall_at_{k}": round(recall_at(dom, queries, want, k), 4),
-                             "recall_target": cfg.recall_target, "queries": len(queries)})
+        recall = recall_at(dom, queries, want, k)
+    else:
+        recall, tuned = _tune(kind, index, ids, matrix, queries, want, k, cfg)
+    recall = round(recall, 4)
+    ivf = {"nlist": int(index.nlist)} if kind.startswith("ivf") else {}
+    return Measured(tuned, {"type": kind, "items": len(ids), f"recall_at_{k}": recall,
+                            "recall_target": cfg.recall_target, "queries": len(queries),
+                            **tuned, **ivf}, recall)
+
+
+def _tune(kind: str, index: Any, ids: np.ndarray, matrix: np.ndarray, queries: np.ndarray,
+          want: np.ndarray, k: int, cfg: IndexConfig) -> tuple[float, dict[str, int]]:
+    """(best recall, its knobs) along the ``efSearch``/``nprobe`` ladder."""
+    rerank = {"rerank": cfg.pq_rerank} if kind == "ivf_pq" else {}
     name = "ef_search" if kind == "hnsw" else "nprobe"
     ladder = EF_LADDER if kind == "hnsw" else \
         [p for p in NPROBE_LADDER if p < index.nlist] + [index.nlist]
@@ -147,11 +161,7 @@ def measure(kind: str, index: Any, ids: np.ndarray, matrix: np.ndarray,
             best = (recall, value)
         if recall >= cfg.recall_target:
             break
-    recall, value = best
-    tuned = {name: int(value), **rerank}
-    return Measured(tuned, {"type": kind, "items": len(ids), f"recall_at_{k}": round(recall, 4),
-                            "recall_target": cfg.recall_target, "queries": len(queries),
-                            **tuned, **({"nlist": int(index.nlist)} if kind != "hnsw" else {})})
+    return best[0], {name: int(best[1]), **rerank}
 
 
 def write_domain_indexes(out: Path, full: np.ndarray, ids: np.ndarray, codes: np.ndarray,
@@ -172,7 +182,7 @@ def write_domain_indexes(out: Path, full: np.ndarray, ids: np.ndarray, codes: np
         built = time.perf_counter() - start
         order = np.argsort(dom_ids, kind="stable")  # DomainIndex wants ids ascending
         m = measure(kind, index, dom_ids[order], matrix[order], cfg)
-        if kind == "hnsw" and _missed(m, cfg):
+        if kind == "hnsw" and m.recall < cfg.recall_target:
             index, m = _exact_instead(m, matrix, dom_ids, order, cfg)
         faiss.write_index(index, str(out / file_of(name)))
         search[name] = m.knobs
@@ -181,17 +191,11 @@ def write_domain_indexes(out: Path, full: np.ndarray, ids: np.ndarray, codes: np
     return search, records
 
 
-def _missed(m: Measured, cfg: IndexConfig) -> bool:
-    recall = next(v for k, v in m.record.items() if k.startswith("recall_at_"))
-    return bool(recall < cfg.recall_target)
-
-
 def _exact_instead(hnsw: Measured, matrix: np.ndarray, ids: np.ndarray, order: np.ndarray,
                    cfg: IndexConfig) -> tuple[Any, Measured]:
     """The exact flat index for a domain whose HNSW graph cannot reach the recall target."""
     index = build_index("flat", matrix, ids, cfg)
     m = measure("flat", index, ids[order], matrix[order], cfg)
-    recall = next(v for k, v in hnsw.record.items() if k.startswith("recall_at_"))
-    why = (f"hnsw recall@100 reached {recall} < {cfg.recall_target} (best at ef_search "
+    why = (f"hnsw recall@100 reached {hnsw.recall} < {cfg.recall_target} (best at ef_search "
            f"{hnsw.knobs['ef_search']}, tried up to {EF_LADDER[-1]}): served exact")
-    return index, Measured(m.knobs, {**m.record, "fallback": why})
+    return index, Measured(m.knobs, {**m.record, "fallback": why}, m.recall)
