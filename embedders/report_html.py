@@ -106,7 +106,7 @@ def _gate(inp: ReportInputs, out: Path) -> str:
     verdict = ('<span class="pass">PASSED</span>' if g.get("passed")
                else '<span class="fail">FAILED</span>')
     fate = ("made current" if inp.switched_to else "published but not made current")
-    if g.get("accepted") and not g.get("passed"):
+    if inp.switched_to and not g.get("passed"):
         fate += " (accepted by the user despite the gate)"
     reasons = "".join(f"<li>{_e(r)}</li>" for r in g.get("reasons", []))
     rows = {"candidate (this version)": q.get("candidate", {}),

@@ -76,7 +76,7 @@ def _manifest(full: bool) -> Manifest:
             "baselines": {"popularity": _metrics(0.05), "text_last5": _metrics(0.1)},
             "serving": {"version": "v-old", "metrics": _metrics(0.38)},
             "gate": {"passed": False, "reasons": ["kitchen HR@10 0.30 below popularity 0.35"],
-                     "tolerance": 0.01, "made_current": False, "accepted": False}}
+                     "tolerance": 0.01}}
     return Manifest(version="v-test", created_at="2026-01-01T00:00:00+00:00", domains=DOMAINS,
                     dims={"semantic": 384, "embedding": 16}, counts={"items": 400},
                     metrics=metrics)
@@ -138,9 +138,10 @@ def test_people_read_titles_verdicts_and_yardsticks(tmp_path: Path) -> None:
 def test_the_gate_section_says_whether_the_switch_log_made_it_current(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    switched = replace(_full_inputs(tmp_path), switched_to=True)
+    switched = replace(_full_inputs(tmp_path), switched_to=True)  # its gate FAILED
     page = render(switched, tmp_path / "s").read_text()
-    assert "made current" in page and "published but not made current" not in page
+    assert "made current (accepted by the user despite the gate)" in page
+    assert "published but not made current" not in page
 
 
 def test_missing_inputs_give_notes(tmp_path: Path) -> None:
