@@ -99,17 +99,25 @@ class DomainIndex:
     def search(self, query: np.ndarray, k: int,
                exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Top-k (ids, scores, exact?) by inner product, ``exclude`` ids left out."""
-        exclude = np.unique(exclude[np.isin(exclude, self.ids)]) if len(exclude) else exclude
+        exclude = self._present(exclude) if len(exclude) else exclude
         need = min(k + len(exclude), len(self.ids))
         if self.index is None or self.knobs.exact or need > self.knobs.ann_max_k:
             return (*self._exact(query, k, exclude), True)
         return (*self._ann(query, k, need, exclude), False)
 
+    def _present(self, exclude: np.ndarray) -> np.ndarray:
+        """The distinct ``exclude`` ids this domain holds (``ids`` ascending: a binary
+        search per excluded id, not a scan of the domain per request)."""
+        if not len(self.ids):
+            return exclude[:0]
+        pos = np.minimum(np.searchsorted(self.ids, exclude), len(self.ids) - 1)
+        return np.unique(exclude[self.ids[pos] == exclude])
+
     def _exact(self, query: np.ndarray, k: int,
                exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores = self.matrix @ query
-        if len(exclude):
-            scores[np.isin(self.ids, exclude)] = -np.inf
+        if len(exclude):  # present and distinct (search): their rows by binary search
+            scores[np.searchsorted(self.ids, exclude)] = -np.inf
         k = min(k, len(self.ids) - len(exclude))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
