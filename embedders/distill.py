@@ -147,7 +147,8 @@ def init_projection(student: StudentEncoder, texts: list[str], targets: np.ndarr
                                             student.tokenize(texts[i:i + 256]).items()})
                    for i in range(0, len(texts), 256)]).double()
     y = torch.from_numpy(targets).double().to(x.device)
-    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    w = torch.linalg.solve(x.T @ x + ridge * eye, x.T @ y)
     proj.weight.copy_(w.T.to(proj.weight.dtype))
     proj.bias.zero_()
 
