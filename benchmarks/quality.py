@@ -28,6 +28,12 @@ import pyarrow.parquet as pq
 ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "default": ("everything on (the shipped defaults)", {}),
     "no_prior": ("no learned item prior (unit-length vectors)", {"adapter": {"prior": False}}),
+    "prior_learned": ("learned prior (per-item bias + text head, trained with the model)",
+                      {"adapter": {"prior_fit": "learned"}}),
+    "prior_counts": ("fixed log-count prior, part of the training score",
+                     {"adapter": {"prior_fit": "counts"}}),
+    "prior_tuned": ("log-count prior left out of training, weight chosen on valid",
+                    {"adapter": {"prior_fit": "tuned"}}),
     "no_logq": ("no logQ correction of the sampled softmax", {"adapter": {"logq": False}}),
     "no_id_embedding": ("no per-item vectors (text only)", {"adapter": {"id_embedding": False}}),
     "no_residual": ("no domain residual heads", {"adapter": {"residual": False}}),
@@ -39,10 +45,24 @@ ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
 }
 
 
-def _variant_config(base: Path, root: Path, overrides: dict, data: Path | None = None) -> Any:
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _variant_config(base: Path, root: Path, overrides: dict, data: Path | None = None,
+                    extra: dict[str, Any] | None = None) -> Any:
     from xemb.settings import load_config
 
-    ov: dict[str, Any] = {f"{s}.{k}": v for s, kv in overrides.items() for k, v in kv.items()}
+    ov: dict[str, Any] = dict(extra or {})
+    ov.update({f"{s}.{k}": v for s, kv in overrides.items() for k, v in kv.items()})
     # the gate's valid pass would repeat what _evaluate measures: every variant is kept
     ov.update({"build.root": str(root), "feast.enabled": False, "gate.enabled": False})
     if data is not None:
@@ -152,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--data", default=None, choices=sorted(DATASETS),
                     help="ablations: build them on this food-kitchen variant (cheaper)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config override for every variant (YAML value; repeatable)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from xemb.settings import load_config
@@ -171,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         variant = name if args.kind == "datasets" else args.data
         if variant and variant != "full":
             data = _write_variant(base_cfg.data.path, args.root / "data" / variant, variant)
-        cfg = _variant_config(args.config, root, overrides, data)
+        cfg = _variant_config(args.config, root, overrides, data, _parse_sets(args.set))
         print(f"[quality] {args.kind}: {name} ({desc})", file=sys.stderr, flush=True)
         splits = ("valid", "test") if args.kind == "ablations" else ("valid",)
         results[name] = {"description": desc, **_build_and_eval(cfg, splits)}

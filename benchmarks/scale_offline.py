@@ -137,11 +137,12 @@ def _adapter(cat: Catalogue, cfg: XembConfig):  # type: ignore[no-untyped-def]
     import torch
 
     from embedders.models import Adapter
+    from embedders.train import fixed_prior_rows
 
     a = cfg.adapter
     sem_dim = np.load(cat.folder / "semantic.npy", mmap_mode="r").shape[1]
     adapter = Adapter(sem_dim, a.dim, a.hidden, len(DOMAINS), len(cat.texts), a.dropout,
-                      a.residual, a.prior)
+                      a.residual, a.prior, fixed_prior_rows(a, len(cat.texts)))
     adapter.load_state_dict(torch.load(cat.folder / "adapt.pt", weights_only=True)["adapter"])
     return adapter.eval()
 

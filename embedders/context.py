@@ -18,7 +18,7 @@ from embedders.data import Dataset
 from embedders.intents import IntentLibrary
 from embedders.models import Adapter, Composer
 from embedders.stages import StageCache
-from embedders.train import TrainInputs
+from embedders.train import TrainInputs, fixed_prior_rows
 from embedders.validation import Validator
 from xemb.composer_io import ItemArrays
 from xemb.settings import XembConfig
@@ -124,7 +124,7 @@ def new_adapter(ctx: BuildContext, semantic_dim: int) -> Adapter:
     a = ctx.cfg.adapter
     n_items = len(ctx.ds.item_ids) if a.id_embedding else 0
     return Adapter(semantic_dim, a.dim, a.hidden, len(ctx.ds.domains), n_items, a.dropout,
-                   a.residual, a.prior)
+                   a.residual, a.prior, fixed_prior_rows(a, len(ctx.ds.item_ids)))
 
 
 def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:

@@ -26,14 +26,15 @@ class Adapter(nn.Module):
 
     ``item_emb`` adds a learned per-item vector to the residual of items seen in behaviour;
     the ONNX export is the text-only path that cold items get. With ``prior``, an item prior
-    (a text-based part plus a per-item part for items seen in behaviour) is appended as one
+    (learned: a text-based part plus a per-item part for items seen in behaviour; or fixed
+    per catalogue row when ``prior_rows`` is given, 0 for new items) is appended as one
     more coordinate of ``residual`` and ``full`` (``transferable`` gets 0 there), so a user
     vector ``[u, s]`` scores ``cos(u, item) + s * prior`` with one inner product.
     """
 
     def __init__(self, semantic_dim: int, dim: int, hidden: int, n_domains: int,
                  n_items: int = 0, dropout: float = 0.1, residual: bool = True,
-                 prior: bool = False) -> None:
+                 prior: bool = False, prior_rows: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.shared = (_mlp(semantic_dim, hidden, dim, dropout) if hidden
@@ -43,15 +44,22 @@ class Adapter(nn.Module):
         self.item_emb = nn.Embedding(n_items, dim, sparse=True) if n_items else None
         if self.item_emb is not None:
             nn.init.normal_(self.item_emb.weight, std=0.01)
-        self.prior_head = nn.Linear(semantic_dim, 1) if prior else None
-        self.item_bias = nn.Embedding(n_items, 1, sparse=True) if prior and n_items else None
+        self.prior = prior
+        learned = prior and not prior_rows
+        self.prior_head = nn.Linear(semantic_dim, 1) if learned else None
+        self.item_bias = nn.Embedding(n_items, 1, sparse=True) if learned and n_items else None
         for m in (self.prior_head, self.item_bias):
             if m is not None:
                 nn.init.zeros_(m.weight)
+        # a fixed prior per catalogue row (``prior_rows`` > 0: set from training counts,
+        # never trained; items outside the catalogue get 0)
+        self.prior_counts: torch.Tensor | None
+        self.register_buffer("prior_counts",
+                             torch.zeros(prior_rows) if prior and prior_rows else None)
 
     @property
     def width(self) -> int:
-        return self.dim + (1 if self.prior_head is not None else 0)
+        return self.dim + (1 if self.prior else 0)
 
     def parts(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
               warm: torch.Tensor
@@ -68,8 +76,11 @@ class Adapter(nn.Module):
         if self.item_emb is not None:
             r = r + self.item_emb(rows) * w
         t, r, full = _unit_sum(t, r)
-        if self.prior_head is None:
+        if not self.prior:
             return t, r, full, None
+        if self.prior_counts is not None:
+            return t, r, full, self.prior_counts[rows] * w[:, 0]
+        assert self.prior_head is not None
         p = self.prior_head(semantic)
         if self.item_bias is not None:
             p = p + self.item_bias(rows) * w

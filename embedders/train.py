@@ -26,8 +26,8 @@ from embedders.evaluate import valid_score
 from embedders.models import Adapter, Composer
 from xemb.settings.offline import AdapterConfig, ComposerConfig
 
-__all__ = ["Fit", "ItemIntents", "TrainInputs", "train_adapter", "train_composer",
-           "seed_everything"]
+__all__ = ["Fit", "ItemIntents", "TrainInputs", "fixed_prior_rows", "seed_everything",
+           "train_adapter", "train_composer"]
 
 
 def log(msg: str) -> None:
@@ -256,6 +256,8 @@ def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: 
     out = composer.causal(full[local], dom[local], batch.mask,
                           torch.roll(dom[local], -1, dims=1), None)
     log_q = negs.log_q(uniq, int(batch.mask.sum()))
+    if cfg.prior_fit == "tuned":  # trained without the prior; its weight is chosen later
+        prior = None
     loss = _next_item_loss(out, batch, local, full, dom, cfg.temperature, prior, log_q)
     if cfg.align_weight:
         loss = loss + cfg.align_weight * _align_loss(trans, batch, local, dom,
@@ -266,13 +268,16 @@ def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: 
 
 
 def _init_prior(adapter: Adapter, data: TrainInputs, tau: float) -> None:
-    """Start each seen item's prior at ``tau * log(1 + training count)`` (score units: a logit
-    of ``log(1 + count)``), so the prior carries popularity from the first step; training
-    then corrects it. With little data (few steps) a prior learned from zero barely moves."""
-    if adapter.item_bias is None:
-        return
+    """Set (fixed prior) or start (learned per-item bias) each seen item's prior at
+    ``tau * log(1 + training count)`` (score units: a logit of ``log(1 + count)``), so the
+    prior carries popularity from the first step; a learned one is then corrected by
+    training. With little data (few steps) a prior learned from zero barely moves."""
+    log_count = torch.from_numpy(tau * np.log1p(data.counts)).float()
     with torch.no_grad():
-        adapter.item_bias.weight[:, 0] = torch.from_numpy(tau * np.log1p(data.counts)).float()
+        if adapter.prior_counts is not None:
+            adapter.prior_counts.copy_(log_count)
+        elif adapter.item_bias is not None:
+            adapter.item_bias.weight[:, 0] = log_count
 
 
 def _on(batch: SeqBatch, device: str) -> SeqBatch:
@@ -289,9 +294,11 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
     gen = torch.Generator().manual_seed(cfg.seed)
     n_items = len(data.domain) if cfg.id_embedding else 0
     adapter = Adapter(data.semantic.shape[1], cfg.dim, cfg.hidden, data.n_domains, n_items,
-                      cfg.dropout, cfg.residual, cfg.prior)
+                      cfg.dropout, cfg.residual, cfg.prior, fixed_prior_rows(cfg, len(data.domain)))
     composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
                         composer_cfg.dropout, cfg.prior, composer_cfg.recency)
+    if cfg.prior_fit == "tuned":  # valid epochs are judged without the prior, as trained
+        composer.prior_scale.fill_(0.0)
     _init_prior(adapter, data, cfg.temperature)
     negs = _Negatives(data, cfg.negatives, cfg.logq)
     adapter.to(device)
@@ -319,19 +326,25 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
     return adapter.cpu().eval(), composer.cpu().eval(), fit
 
 
+def fixed_prior_rows(cfg: AdapterConfig, n_rows: int) -> int:
+    """Rows of the adapter's fixed prior table (0: none, or a learned prior)."""
+    return n_rows if cfg.prior and cfg.prior_fit != "learned" else 0
+
+
 def train_composer(composer: Composer, data: TrainInputs, full: torch.Tensor,
                    intents: ItemIntents, cfg: ComposerConfig, logq: bool = True,
-                   evaluate: Evaluate | None = None, device: str = "cpu") -> Fit:
+                   evaluate: Evaluate | None = None, device: str = "cpu",
+                   prior_in_loss: bool = True) -> Fit:
     """Fine-tune ``composer`` (intents on) on ``device`` against frozen published item
-    vectors ``full`` (content coordinates, then the prior when the composer has one); the
-    item->intent weights stay sparse. ``composer`` ends on CPU."""
+    vectors ``full`` (content coordinates, then the prior when the composer has one and
+    ``prior_in_loss``); the item->intent weights stay sparse. ``composer`` ends on CPU."""
     rng = seed_everything(cfg.seed)
     negs = _Negatives(data, cfg.negatives, logq)
     composer.to(device)
     data, full, intents = data.to(device), full.to(device), intents.to(device)
     opt = torch.optim.AdamW(composer.parameters(), lr=cfg.lr)
     content = full[:, : composer.dim]
-    prior = full[:, composer.dim] if composer.prior else None
+    prior = full[:, composer.dim] if composer.prior and prior_in_loss else None
 
     def run_epoch(epoch: int) -> float:
         composer.train()

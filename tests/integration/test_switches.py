@@ -25,6 +25,8 @@ SWITCHES = {
     "id_embedding_off": {"adapter": {"id_embedding": False}},
     "residual_off": {"adapter": {"residual": False}},
     "prior_off": {"adapter": {"prior": False}},
+    "prior_learned": {"adapter": {"prior_fit": "learned"}},
+    "prior_counts": {"adapter": {"prior_fit": "counts"}},
     "logq_off": {"adapter": {"logq": False}},
     "alignment_off": {"adapter": {"align_weight": 0.0}},
     "orthogonality_off": {"adapter": {"orth_weight": 0.0}},
@@ -33,9 +35,9 @@ SWITCHES = {
 }
 # the orthogonality term needs a residual, so it is off in a build that keeps one
 GROUPS = {
-    "id_residual_intents": ("id_embedding_off", "residual_off", "intents_off"),
+    "id_residual_intents": ("id_embedding_off", "residual_off", "intents_off", "prior_counts"),
     "prior_recency_orth": ("prior_off", "recency_off", "orthogonality_off"),
-    "logq_alignment": ("logq_off", "alignment_off"),
+    "logq_alignment": ("logq_off", "alignment_off", "prior_learned"),
 }
 
 
@@ -74,9 +76,15 @@ def test_switches_build_and_remove_their_parts(group, tmp_path, tiny_slice, tiny
     np.testing.assert_allclose(full, t + r, atol=1e-5)
     adapter = ort.InferenceSession(str(vdir / layout.ADAPTER_ONNX))
     inputs = {i.name for i in adapter.get_inputs()}
-    if "id_embedding_off" in off:
+    if "id_embedding_off" in off and "prior_counts" not in off:
         # no per-item part: the graph takes no item row, and warm items equal their text path
         assert "item_row" not in inputs
+    if "prior_learned" in off:
+        state = _adapter_state(cfg, prepare)
+        assert "prior_head.weight" in state and "prior_counts" not in state
+    elif "prior_off" not in off:  # a fixed prior: tau * log(1 + training count), 0 if cold
+        assert "item_row" in inputs  # the prior is looked up by row even without id vectors
+        _assert_log_count_prior(cfg, prepare, full[:, -1])
     if "residual_off" in off:
         state = _adapter_state(cfg, prepare)
         assert not any(k.startswith("heads.") for k in state)
@@ -91,6 +99,15 @@ def test_switches_build_and_remove_their_parts(group, tmp_path, tiny_slice, tiny
     if "recency_off" in off:
         _assert_order_free(vdir, items, manifest)
     assert "candidate" in manifest.metrics["quality"]
+
+
+def _assert_log_count_prior(cfg, prepare, prior: np.ndarray) -> None:
+    ctx = prepare(cfg)
+    counts = ctx.train_inputs(ctx.semantic()).counts
+    assert counts.max() > 1  # the slice has repeated items: the check can tell counts apart
+    np.testing.assert_allclose(prior, cfg.adapter.temperature * np.log1p(counts), atol=1e-6)
+    state = _adapter_state(cfg, prepare)
+    assert "prior_head.weight" not in state and "prior_counts" in state
 
 
 def _adapter_state(cfg, prepare) -> dict:

@@ -86,6 +86,33 @@ def test_adapter_prior_is_the_last_coordinate() -> None:
     np.testing.assert_allclose(r[:, 8].numpy(), f[:, 8].numpy())
 
 
+def test_fixed_prior_is_the_log_count_of_warm_items_and_never_trained() -> None:
+    from embedders.train import TrainInputs, _init_prior
+
+    torch.manual_seed(0)
+    a = Adapter(16, 8, 32, 2, n_items=5, dropout=0.0, prior=True, prior_rows=5).eval()
+    assert a.prior_head is None and a.item_bias is None and a.width == 9
+    assert all("prior" not in n for n, _ in a.named_parameters())  # a buffer, not trained
+    data = TrainInputs(torch.randn(5, 16), torch.tensor([0, 1, 0, 1, 1]),
+                       torch.tensor([True, True, False, False, True]),
+                       [np.array([0, 1, 0]), np.array([4, 0])], 2)
+    _init_prior(a, data, 0.1)
+    with torch.no_grad():
+        t, r, f = a.items(data.semantic, data.domain, torch.arange(5), data.warm)
+    np.testing.assert_allclose(f[:, 8].numpy(), 0.1 * np.log1p([3, 1, 0, 0, 1]), atol=1e-6)
+    assert (t[:, 8] == 0).all()
+    np.testing.assert_allclose((t + r).numpy(), f.numpy(), atol=1e-6)
+    # a new item (the export's text-only path: not warm) gets no prior
+    with torch.no_grad():
+        _, _, cold = a.items(data.semantic[:1], data.domain[:1], torch.tensor([0]),
+                             torch.tensor([False]))
+    assert float(cold[0, 8]) == 0.0
+    # the table travels in the state dict: a reloaded adapter serves the same prior
+    b = Adapter(16, 8, 32, 2, n_items=5, dropout=0.0, prior=True, prior_rows=5)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.prior_counts, a.prior_counts)
+
+
 def _batch(rows: list[list[int]]) -> SeqBatch:
     r = torch.tensor(rows)
     return SeqBatch(r, torch.ones_like(r, dtype=torch.bool))

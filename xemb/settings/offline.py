@@ -169,6 +169,13 @@ class AdapterConfig(_Section):
     learned from behaviour, with a text-based part for cold items) and fold it into the last
     coordinate of ``full`` (and ``residual``): the served score stays one inner product, and
     the user vector's last coordinate is the prior's weight, chosen on valid."""
+    prior_fit: Literal["learned", "counts", "tuned"] = "tuned"
+    """How the prior is made. ``learned``: a per-item bias (started at the item's log training
+    count) plus a text-based head for cold items, trained with the model. ``counts``: fixed at
+    ``temperature * log(1 + training count)`` (0 for cold items) and part of the training
+    score, so the vectors learn what popularity does not explain. ``tuned``: the same fixed
+    counts, left out of training (the vectors train as without a prior) and only weighted in
+    after it, the weight chosen on valid among ``composer.prior_scales``."""
     logq: bool = True
     """Correct the sampled softmax for how often each candidate is drawn (logQ correction:
     in-batch candidates follow popularity), so the learned prior is not pushed down."""
@@ -233,7 +240,8 @@ class ComposerConfig(_Section):
     patience: int = Field(1, ge=1)
     """Stop after this many epochs without a better valid score."""
     prior_scales: list[float] = Field(
-        default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], min_length=1)
+        default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0],
+        min_length=1)
     """Candidate weights of the item prior in the served score (the user vector's last
     coordinate); the build keeps the one with the best valid score."""
     batch_tokens: int = Field(2048, ge=16)
