@@ -63,33 +63,92 @@ def _check_utf8(path: Path) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n")  # header is line 1, so data row = line
-        raise DataValidationError("not valid UTF-8 text", file=str(path), row=line) from exc
+        raise DataValidationError("not valid UTF-8 text" + ("" if line else " in the header"),
+                                  file=str(path), row=line or None) from exc
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+            or pa.types.is_fixed_size_binary(t))
 
 
 def read_table(path: Path, *, delimiter: str = ",") -> pa.Table:
-    """Read Parquet or CSV/TSV; strings must be valid UTF-8 in both."""
+    """Read Parquet or CSV/TSV; strings must be valid UTF-8 in both, column names unique."""
     if not path.is_file():
         raise DataValidationError("file not found", file=str(path))
     if path.suffix == ".parquet":
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataValidationError(f"unreadable Parquet: {exc}", file=str(path)) from exc
-        for name in table.column_names:
-            if pa.types.is_string(table.schema.field(name).type):
-                try:
-                    table.column(name).validate(full=True)
-                except pa.ArrowInvalid as exc:
-                    raise DataValidationError("not valid UTF-8", file=str(path),
-                                              field=name) from exc
-        return table
-    _check_utf8(path)
-    delimiter = "\t" if path.suffix == ".tsv" else delimiter
+        table = _read_parquet(path)
+    else:
+        _check_utf8(path)
+        table = _read_csv(path, "\t" if path.suffix == ".tsv" else delimiter)
+    seen: set[str] = set()
+    for name in table.column_names:
+        if name in seen:
+            raise DataValidationError("duplicate column", file=str(path), field=name)
+        seen.add(name)
+    return table
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:  # not pq.read_table: its dataset reader fails on a duplicate column name, unnamed
+        with pq.ParquetFile(path) as parquet:
+            table = parquet.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataValidationError(f"unreadable Parquet: {exc}", file=str(path)) from exc
+    for i, name in enumerate(table.column_names):
+        if _is_text(table.schema.field(i).type):
+            try:
+                table.column(i).validate(full=True)
+            except pa.ArrowInvalid as exc:
+                raise DataValidationError("not valid UTF-8", file=str(path),
+                                          field=name) from exc
+    return table
+
+
+def _read_csv(path: Path, delimiter: str) -> pa.Table:
+    """Fast read; when that fails, a slower one that allows any row length and quoted values
+    spanning lines in files over a block (1 MiB), which the fast one refuses."""
+    convert = _csv_types(path, delimiter)
     try:
-        return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                              convert_options=_csv_types(path, delimiter))
+        return _check_quotes(pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=convert), path, delimiter)
+    except pa.ArrowInvalid:
+        pass
+    block = min(max(path.stat().st_size + 1, 1 << 20), (1 << 31) - 1)
+    try:
+        return _check_quotes(pacsv.read_csv(
+            path, read_options=pacsv.ReadOptions(block_size=block),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=convert), path, delimiter)
     except pa.ArrowInvalid as exc:
         raise DataValidationError(f"unreadable CSV: {exc}", file=str(path)) from exc
+
+
+def _check_quotes(table: pa.Table, path: Path, delimiter: str) -> pa.Table:
+    """A quote left open swallows the rest of the file into the last row's value, which
+    the CSV reader accepts: when that value spans lines, a strict parse decides."""
+    last = table.slice(max(table.num_rows - 1, 0)).to_pylist()
+    if not any(isinstance(v, str) and "\n" in v for row in last for v in row.values()):
+        return table
+    limit = csv.field_size_limit(min(path.stat().st_size + 1, (1 << 31) - 1))
+    records = 0  # read so far, the header included: the next one is data row `records`
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for _ in csv.reader(f, delimiter=delimiter, strict=True):
+                records += 1
+    except csv.Error as exc:
+        raise DataValidationError(f"malformed CSV ({exc}): a quote left open?",
+                                  file=str(path), row=records) from exc
+    finally:
+        csv.field_size_limit(limit)
+    return table
 
 
 def _csv_types(path: Path, delimiter: str) -> pacsv.ConvertOptions:
@@ -114,23 +173,95 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 1
 
 
-def _int_ids(table: pa.Table, name: str, file: Path) -> np.ndarray:
+def _line(table: pa.Table, i: int) -> int:
+    """The data row of table row ``i`` (food-kitchen events map back to their sequence)."""
+    return table.column("_row")[i].as_py() if "_row" in table.column_names else i + 1
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _scalar(table: pa.Table, name: str, file: Path) -> pa.ChunkedArray:
+    """A column of single values: dictionary-encoded is decoded, binary must be UTF-8 text;
+    a list, struct or map where one value per row is expected is refused."""
     col = table.column(name)
-    if col.null_count:
-        raise DataValidationError("missing id", file=str(file), field=name,
-                                  row=_first_bad(col.is_null().to_numpy(zero_copy_only=False)))
-    if not pa.types.is_integer(col.type):
-        try:
-            col = pc.cast(col, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataValidationError(f"ids must be integers ({exc})", file=str(file),
-                                      field=name) from exc
-    return col.to_numpy().astype(np.int64)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if _is_bytes(col.type):
+        return _cast(table, name, col, pa.string(), file, "not valid UTF-8")
+    if (pa.types.is_nested(col.type) or pa.types.is_list_view(col.type)
+            or pa.types.is_large_list_view(col.type)):
+        raise DataValidationError(f"one value per row expected, got {col.type}",
+                                  file=str(file), field=name)
+    return col
+
+
+def _cast(table: pa.Table, name: str, col: pa.ChunkedArray, to: pa.DataType, file: Path,
+          what: str) -> pa.ChunkedArray:
+    """``col`` cast to ``to``; when a value cannot be, the error names its row (bisection)."""
+    try:
+        return pc.cast(col, to)
+    except pa.ArrowNotImplementedError as exc:
+        raise DataValidationError(f"{what}: a {col.type} column", file=str(file),
+                                  field=name) from exc
+    except pa.ArrowInvalid as exc:
+        lo, hi = 0, len(col)  # the first value that fails is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            try:
+                pc.cast(col.slice(lo, mid - lo), to)
+                lo = mid
+            except pa.ArrowInvalid:
+                hi = mid
+        raise DataValidationError(f"{what}: {_show(col[lo].as_py())}", file=str(file),
+                                  row=_line(table, lo), field=name) from exc
+
+
+def _missing(col: pa.ChunkedArray) -> np.ndarray:
+    """Null, or NaN in a float column (pandas writes a missing number as NaN)."""
+    mask = col.is_null(nan_is_null=pa.types.is_floating(col.type))
+    return mask.to_numpy(zero_copy_only=False)
+
+
+def _refuse_missing(table: pa.Table, name: str, col: pa.ChunkedArray, file: Path,
+                    what: str) -> None:
+    mask = _missing(col)
+    if mask.any():
+        raise DataValidationError(what, file=str(file), field=name,
+                                  row=_line(table, _first_bad(mask) - 1))
+
+
+def _int_ids(table: pa.Table, name: str, file: Path) -> np.ndarray:
+    """Ids as int64: integers, whole floats up to 2**53 (exact there), or integer text;
+    never negative (the search index returns -1 for "no result")."""
+    col = _scalar(table, name, file)
+    _refuse_missing(table, name, col, file, "missing id")
+    kind = col.type
+    if pa.types.is_floating(kind):
+        values = col.to_numpy()
+        inexact = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2**53)
+        if inexact.any():
+            i = _first_bad(inexact) - 1
+            raise DataValidationError(
+                f"ids must be integers: {float(values[i])!r} (the column holds floats, whole "
+                "and exact only up to 2**53)", file=str(file), row=_line(table, i), field=name)
+    elif pa.types.is_boolean(kind) or not (pa.types.is_integer(kind) or _is_text(kind)
+                                            or pa.types.is_null(kind)):
+        raise DataValidationError(f"ids must be integers, got a {kind} column", file=str(file),
+                                  field=name)
+    ids = _cast(table, name, col, pa.int64(), file, "ids must be integers").to_numpy()
+    if (ids < 0).any():
+        i = _first_bad(ids < 0) - 1
+        raise DataValidationError(f"ids must not be negative: {ids[i]}", file=str(file),
+                                  row=_line(table, i), field=name)
+    return ids.astype(np.int64)
 
 
 def _item_text(table: pa.Table, fields: list[str], file: Path) -> list[str]:
     _require(table, file, tuple(fields))
-    cols = [[("" if v is None else str(v)).strip() for v in table.column(f).to_pylist()]
+    cols = [[("" if v is None else str(v)).strip() for v in _scalar(table, f, file).to_pylist()]
             for f in fields]
     texts = [". ".join(p for p in parts if p) for parts in zip(*cols)]
     for i, text in enumerate(texts):
@@ -138,6 +269,15 @@ def _item_text(table: pa.Table, fields: list[str], file: Path) -> list[str]:
             raise DataValidationError("empty text", file=str(file), row=i + 1,
                                       field="+".join(fields))
     return texts
+
+
+def _domains(table: pa.Table, file: Path) -> list[str]:
+    values = _scalar(table, "domain", file).to_pylist()
+    for i, d in enumerate(values):
+        if d is None or d == "":
+            raise DataValidationError("missing domain", file=str(file), row=i + 1,
+                                      field="domain")
+    return [str(d) for d in values]
 
 
 def _validate_items(table: pa.Table, cfg: DataConfig, file: Path) -> tuple[pa.Table, list[str]]:
@@ -149,8 +289,10 @@ def _validate_items(table: pa.Table, cfg: DataConfig, file: Path) -> tuple[pa.Ta
         row = int(order[dup[0] + 1]) + 1
         raise DataValidationError(f"duplicate item_id {ids[order][dup[0]]}", file=str(file),
                                   row=row, field="item_id")
-    domains_col = [("" if d is None else str(d)) for d in table.column("domain").to_pylist()]
-    domains = cfg.domains or sorted({d for d in domains_col if d})
+    if not table.num_rows:
+        raise DataValidationError("no items", file=str(file))
+    domains_col = _domains(table, file)
+    domains = cfg.domains or sorted(set(domains_col))
     known = set(domains)
     for i, d in enumerate(domains_col):
         if d not in known:
@@ -206,6 +348,33 @@ def _events_from_food_kitchen(seq: pa.Table, file: Path) -> pa.Table:
     })
 
 
+def _users(events: pa.Table, file: Path) -> list[str]:
+    col = _scalar(events, "user_id", file)
+    _refuse_missing(events, "user_id", col, file, "missing user_id")
+    users = _cast(events, "user_id", col, pa.string(), file, "user ids must be text").to_pylist()
+    if "" in users:
+        raise DataValidationError("missing user_id", file=str(file), field="user_id",
+                                  row=_line(events, users.index("")))
+    return users
+
+
+def _order_keys(events: pa.Table, name: str, file: Path) -> np.ndarray:
+    """``ts`` or ``position``: numbers (text that reads as one too), timestamps or dates."""
+    col = _scalar(events, name, file)
+    _refuse_missing(events, name, col, file, f"missing {name}")
+    kind = col.type
+    if _is_text(kind):
+        col = _cast(events, name, col, pa.float64(), file, "not a number")
+    elif pa.types.is_null(kind) or pa.types.is_decimal(kind):
+        col = col.cast(pa.float64())
+    elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+              or pa.types.is_timestamp(kind) or pa.types.is_date(kind)
+              or pa.types.is_duration(kind)):
+        raise DataValidationError(f"must be numbers or timestamps, got a {kind} column",
+                                  file=str(file), field=name)
+    return col.to_numpy()
+
+
 def _sequences(events: pa.Table, ds: Dataset, file: Path) -> dict[str, list]:
     """Group events into per-user, per-split sequences of item rows, oldest first."""
     _require(events, file, ("user_id", "item_id"))
@@ -214,20 +383,19 @@ def _sequences(events: pa.Table, ds: Dataset, file: Path) -> dict[str, list]:
     item_ids = _int_ids(events, "item_id", file)
     rows = ds.rows_of(item_ids)
     if (rows < 0).any():
-        bad = int(np.flatnonzero(rows < 0)[0])
-        line = events.column("_row")[bad].as_py() if "_row" in events.column_names else bad + 1
+        bad = _first_bad(rows < 0) - 1
         raise DataValidationError(f"unknown item_id {item_ids[bad]}", file=str(file),
-                                  row=line, field="item_id")
+                                  row=_line(events, bad), field="item_id")
     split = (events.column("split").to_pylist() if "split" in events.column_names
              else ["train"] * events.num_rows)
     bad_split = [i for i, s in enumerate(split) if s not in SPLITS]
     if bad_split:
         raise DataValidationError(f"split must be one of {SPLITS}", file=str(file),
-                                  row=bad_split[0] + 1, field="split")
-    users = events.column("user_id").cast(pa.string()).to_pylist()
+                                  row=_line(events, bad_split[0]), field="split")
+    users = _users(events, file)
     # users keep the order they first appear in (the eval protocol draws negatives in file order)
     codes = pd.factorize(np.asarray(users, dtype=object))[0]
-    order = np.lexsort((events.column(order_col).to_numpy(), codes))
+    order = np.lexsort((_order_keys(events, order_col, file), codes))
     out: dict[str, dict[str, list[int]]] = {s: {} for s in SPLITS}
     for i in order:
         out[split[i]].setdefault(users[i], []).append(int(rows[i]))
