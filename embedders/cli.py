@@ -96,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="run the offline job and publish a new version")
     add_config_args(p)
     p.add_argument("--stages", default=None,
-                   help="comma-separated subset of describe (when on),encode,adapt,intents,"
-                        "compose,publish")
+                   help="comma-separated subset of describe,profile (when on),encode,adapt,"
+                        "intents,compose,publish")
     p.add_argument("--force", action="store_true",
                    help="publish a new version even if nothing changed")
     p.add_argument("--accept", action="store_true",

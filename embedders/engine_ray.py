@@ -505,14 +505,14 @@ def write_online_rows(store: VersionStore, version: str, at: datetime, chunk_row
     then checked against the tables (a writer that lost rows fails the build: Feast's own
     Ray writers only log such errors). SQLite takes one writer at a time."""
     from feature_repo import names
-    from feature_repo.offline import _FILES
+    from feature_repo.offline import table_path
     from feature_repo.verify import expected_rows
 
     work = []
     for table in names.TABLES:
-        path = store.path(version) / _FILES[table]
+        path = table_path(store, version, table)  # None: an optional table not built
         work += [{"table": table, "path": str(path), "row_group": g}
-                 for g in range(pq.ParquetFile(path).num_row_groups)]
+                 for g in range(pq.ParquetFile(path).num_row_groups if path else 0)]
     ctor = {"root": str(store.root), "version": version, "at": at, "chunk_rows": chunk_rows}
     written = dict.fromkeys(names.VIEWS, 0)
     with _timed(f"online writes: {len(work)} row groups"):

@@ -79,15 +79,28 @@ def _describe_key(k: KeyInputs) -> tuple[Any, ...]:
     return (generator_fingerprint(k.cfg.describe), k.dataset, k.cfg.describe.prompts)
 
 
+def _profile_key(k: KeyInputs) -> tuple[Any, ...]:
+    from embedders.generate import generator_fingerprint
+
+    p = k.cfg.profile
+    return (generator_fingerprint(p, "profile"), k.dataset, p.domain_prompt, p.profile_prompt,
+            p.recent_items, k.encoder)
+
+
 def _publish_key(k: KeyInputs) -> tuple[Any, ...]:
     index = k.cfg.index  # only when not the default, so earlier roots keep their keys
-    return (k.up["compose"], k.cfg.build.parity_tol, *([index] if index != type(index)() else []))
+    profile = [k.up["profile"]] if "profile" in k.up else []  # only when on, likewise
+    return (k.up["compose"], k.cfg.build.parity_tol, *([index] if index != type(index)() else []),
+            *profile)
 
 
 STAGES: list[Stage] = [
     Stage("describe", needs=(), reads=("dataset", "describe"),
           outputs=("descriptions.parquet",), key=_describe_key, run=steps.describe,
           enabled=lambda cfg: cfg.describe.enabled),
+    Stage("profile", needs=(), reads=("dataset", "encoder", "profile"),
+          outputs=("user_profiles.parquet",), key=_profile_key, run=steps.profile,
+          enabled=lambda cfg: cfg.profile.enabled),
     Stage("encode", needs=("describe",),
           reads=("dataset", "encoder", "build.parity_tol", "describe.use"),
           outputs=("semantic.npy", "encoder/"), key=_encode_key, run=steps.encode),
@@ -104,7 +117,7 @@ STAGES: list[Stage] = [
     Stage("compose", needs=("intents", "adapt", "encode"), reads=("dataset", "composer"),
           outputs=("compose.pt",),
           key=lambda k: (k.up["intents"], k.cfg.composer, CODE_VERSION), run=steps.compose),
-    Stage("publish", needs=("compose", "intents", "adapt", "encode", "describe"),
+    Stage("publish", needs=("compose", "intents", "adapt", "encode", "describe", "profile"),
           reads=("dataset", "build.parity_tol", "index", "gate", "feast"),
           outputs=("versions/<v>/",), key=_publish_key, final=_publish),
 ]

@@ -1,7 +1,8 @@
 """`xemb build`: the runner. It walks the stage list of embedders/graph.py (describe ->
-encode -> adapt -> intents -> compose -> publish; optional stages only when the config turns
-them on), runs each cached stage unless its output for this key exists, and ends with
-publish, which writes an immutable version and switches CURRENT only after it verified.
+profile -> encode -> adapt -> intents -> compose -> publish; the optional describe and
+profile only when the config turns them on), runs each cached stage unless its output for
+this key exists, and ends with publish, which writes an immutable version and switches
+CURRENT only after it verified.
 """
 
 from __future__ import annotations

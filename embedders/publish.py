@@ -162,6 +162,21 @@ def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path
     return search, records
 
 
+def _add_profiles(ctx: BuildContext, out: Path, manifest: Manifest) -> None:
+    """With ``profile`` on: the stage's ``user_profiles.parquet`` joins the version (and so its
+    checksummed files), its rows and vector width the manifest."""
+    if "profile" not in ctx.keys:
+        return
+    from embedders.generate import generator_fingerprint
+
+    path = out / layout.USER_PROFILES
+    link_or_copy(ctx.out("profile") / layout.USER_PROFILES, path)
+    meta = pq.ParquetFile(path).metadata
+    manifest.counts["user_profiles"] = meta.num_rows
+    manifest.dims["profile"] = meta.schema.to_arrow_schema().field("vector").type.list_size
+    manifest.hashes["profile_model"] = generator_fingerprint(ctx.cfg.profile, "profile")
+
+
 def _copy_encoder(ctx: BuildContext, out: Path) -> None:
     src = ctx.out("encode")
     for rel in (layout.ENCODER_ONNX, layout.ENCODER_TOKENIZER, layout.ENCODER_META):
@@ -357,6 +372,7 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
     manifest.metrics["index"] = index_records
     manifest.metrics["quality"] = assess(ctx, csess, items)
     manifest.metrics["intents"] = intent_report(lib, ctx.ds.item_domain, ctx.ds.domains)
+    _add_profiles(ctx, out, manifest)
     return manifest
 
 

@@ -37,7 +37,8 @@ from embedders.validation import Validator
 from xemb import layout
 from xemb.composer_io import ItemArrays
 
-__all__ = ["adapt", "choose_prior_scale", "compose", "describe", "encode", "intents"]
+__all__ = ["adapt", "choose_prior_scale", "compose", "describe", "encode", "intents",
+           "profile"]
 
 
 def describe(ctx: BuildContext, out: Path) -> None:
@@ -48,6 +49,20 @@ def describe(ctx: BuildContext, out: Path) -> None:
     table = describe_table(ctx.cfg.describe, ctx.ds.items,
                            ctx.cfg.build.root / "cache" / "describe", ctx.device, log)
     pq.write_table(table, out / "descriptions.parquet", compression="zstd")
+
+
+def profile(ctx: BuildContext, out: Path) -> None:
+    """Hierarchical profiles of every training user (texts cached per model and prompt under
+    ``<root>/cache/profile``), encoded by the build's item encoder (through the encode cache)."""
+    from embedders.profile import encode_profiles, histories, profile_table, profile_users
+
+    cfg, root = ctx.cfg, ctx.cfg.build.root
+    users = histories(ctx.ds, cfg.profile.recent_items)
+    made = profile_users(cfg.profile, users, root / "cache" / "profile", device=ctx.device,
+                         log=log)
+    vectors = encode_profiles(cfg.encoder, made.profiles, root / "cache" / "encode", ctx.device)
+    pq.write_table(profile_table(users, made, vectors), out / layout.USER_PROFILES,
+                   compression="zstd")
 
 
 def encode(ctx: BuildContext, out: Path) -> None:

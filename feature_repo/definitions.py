@@ -18,6 +18,6 @@ if not _root:
 _defs = build_definitions(_root)
 
 item, user, target_domain, intent = _defs.entities
-item_embeddings, user_intents, atomic_intents = _defs.views
+item_embeddings, user_intents, atomic_intents, user_profiles = _defs.views
 (item_user_affinity,) = _defs.on_demand
-xemb_ranking, xemb_items, xemb_users, xemb_intents = _defs.services
+xemb_ranking, xemb_items, xemb_users, xemb_intents, xemb_user_profiles = _defs.services

@@ -18,6 +18,9 @@ ITEM_KEY, USER_KEY, TARGET_DOMAIN_KEY, INTENT_KEY = (
 ITEM_VIEW = "item_embeddings"
 USER_VIEW = "user_intents"
 INTENT_VIEW = "atomic_intents"
+PROFILE_VIEW = "user_profiles"
+"""LLM user profiles (text + vector) per training user; rows only from versions built with
+``profile.enabled`` (no rows for the others)."""
 AFFINITY_VIEW = "item_user_affinity"
 REQUEST_SOURCE = "user_vector_request"
 REQUEST_VECTOR = "user_vector"
@@ -28,6 +31,7 @@ RANKING_SERVICE = "xemb_ranking"
 ITEMS_SERVICE = "xemb_items"
 USERS_SERVICE = "xemb_users"
 INTENTS_SERVICE = "xemb_intents"
+PROFILES_SERVICE = "xemb_user_profiles"
 
 VERSION_FIELD = "xemb_version"
 """Feature in every view: the version a row belongs to (also routes online writes)."""
@@ -35,8 +39,12 @@ EVENT_TS = "event_timestamp"
 CREATED_TS = "created"
 
 ITEMS_TABLE, USERS_TABLE, INTENTS_TABLE = "items", "users", "intents"
-TABLES = (ITEMS_TABLE, USERS_TABLE, INTENTS_TABLE)
-VIEW_OF_TABLE = {ITEMS_TABLE: ITEM_VIEW, USERS_TABLE: USER_VIEW, INTENTS_TABLE: INTENT_VIEW}
+PROFILES_TABLE = "user_profiles"
+TABLES = (ITEMS_TABLE, USERS_TABLE, INTENTS_TABLE, PROFILES_TABLE)
+OPTIONAL_TABLES = (PROFILES_TABLE,)
+"""Tables a version may lack (it then has no rows in their views)."""
+VIEW_OF_TABLE = {ITEMS_TABLE: ITEM_VIEW, USERS_TABLE: USER_VIEW, INTENTS_TABLE: INTENT_VIEW,
+                 PROFILES_TABLE: PROFILE_VIEW}
 VIEWS = tuple(VIEW_OF_TABLE.values())
 
 

@@ -31,7 +31,7 @@ from xemb.settings.offline import DESCRIPTION_COLUMNS
 from xemb.store import Manifest, Switch, VersionStore
 
 __all__ = ["export_version", "sync_history", "history_rows", "version_batches",
-           "publish_time", "COLUMNS"]
+           "publish_time", "table_path", "COLUMNS"]
 
 COLUMNS = {
     names.ITEMS_TABLE: ("item_id", "domain", "full", "transferable", "residual",
@@ -40,14 +40,33 @@ COLUMNS = {
                         "top_intent_weights"),
     names.INTENTS_TABLE: ("intent_id", "vector", "label", "support", "domain_support",
                           "domain_labels", "top_terms"),
+    names.PROFILES_TABLE: ("user_id", "profile", "domain_summaries", "vector"),
 }
+# A version built without an optional table has no rows of it: its offline file is empty
+# (this schema), so the history of every view has one file per switch.
+_EMPTY = {names.PROFILES_TABLE: pa.schema([("user_id", pa.string()), ("profile", pa.string()),
+                                           ("domain_summaries", pa.string()),
+                                           ("vector", pa.list_(pa.float32()))])}
 # Columns newer than some published versions: an older table gets these values.
 # Description columns exist only where describe ran: null elsewhere.
 _DEFAULTS: dict[str, tuple[pa.DataType, object]] = {
     "domain_labels": (pa.string(), "{}"), "top_terms": (pa.list_(pa.string()), []),
     **{c: (pa.string(), None) for c in DESCRIPTION_COLUMNS}}
 _FILES = {names.ITEMS_TABLE: layout.ITEMS, names.USERS_TABLE: layout.USERS,
-          names.INTENTS_TABLE: layout.INTENTS}
+          names.INTENTS_TABLE: layout.INTENTS, names.PROFILES_TABLE: layout.USER_PROFILES}
+
+
+def table_path(vstore: VersionStore, version: str, table: str) -> Path | None:
+    """``version``'s file of ``table``; None where an optional table was not built."""
+    path = vstore.path(version) / _FILES[table]
+    return None if table in names.OPTIONAL_TABLES and not path.is_file() else path
+
+
+def _read(vstore: VersionStore, version: str, table: str) -> tuple[pa.Table, Path]:
+    path = vstore.path(version) / _FILES[table]
+    if table_path(vstore, version, table) is None:
+        return _EMPTY[table].empty_table(), path
+    return pq.read_table(path), path
 
 
 def publish_time(manifest: Manifest) -> datetime:
@@ -85,8 +104,11 @@ def _write_atomic(table: pa.Table, dest: Path) -> None:
 
 def version_batches(vstore: VersionStore, version: str, table: str, at: datetime,
                     batch_rows: int) -> Iterator[pa.Table]:
-    """``version``'s rows of ``table`` in Feast's schema, a batch at a time (online writes)."""
-    path = vstore.path(version) / _FILES[table]
+    """``version``'s rows of ``table`` in Feast's schema, a batch at a time (online writes);
+    none for an optional table the version lacks."""
+    path = table_path(vstore, version, table)
+    if path is None:
+        return
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
         yield _table(pa.Table.from_batches([batch]), path, table, version, at)
 
@@ -97,10 +119,9 @@ def _file_name(at: datetime, version: str) -> str:
 
 def export_version(vstore: VersionStore, version: str, at: datetime) -> dict[str, int]:
     """Write ``version``'s rows stamped ``at`` into the offline source; rows per table."""
-    base = vstore.path(version)
     rows = {}
-    for table, file in _FILES.items():
-        out = _table(pq.read_table(base / file), base / file, table, version, at)
+    for table in _FILES:
+        out = _table(*_read(vstore, version, table), table, version, at)
         _write_atomic(out, names.offline_dir(vstore.root, table) / _file_name(at, version))
         rows[table] = out.num_rows
     return rows

@@ -289,7 +289,7 @@ class XembOnlineStore(OnlineStore):
         vstore = VersionStore(root_of(config))
         expected = expected_rows(vstore, version)
         if all(self._written[(version, v)] >= n for v, n in expected.items()) and \
-                all(v in self._views for v in expected):
+                all(v in self._views for v, n in expected.items() if n):
             self.finalize(config, version, self._views)
 
     def finalize(self, config: RepoConfig, version: str,

@@ -92,7 +92,19 @@ def _views(root: Path | None, ent: dict[str, Entity]) -> dict[str, FeatureView]:
                 Field(name="domain_labels", dtype=String),
                 Field(name="top_terms", dtype=Array(String)), version],
         description="Atomic intent library (centroids in the transferable space).")
-    return {"items": items, "users": users, "intents": intents}
+    return {"items": items, "users": users, "intents": intents,
+            "profiles": _profile_view(root, ent, version)}
+
+
+def _profile_view(root: Path | None, ent: dict[str, Entity], version: Field) -> FeatureView:
+    return FeatureView(
+        name=names.PROFILE_VIEW, entities=[ent["user"]], ttl=TTL,
+        source=_source(root, names.PROFILES_TABLE), online=True,
+        schema=[Field(name="profile", dtype=String), Field(name="domain_summaries", dtype=String),
+                Field(name="vector", dtype=Array(Float32)), version],
+        description="LLM user profile per training user (LLM4CDSR: per-domain summaries, "
+                    "JSON, combined into one profile) and the profile's vector by the item "
+                    "encoder; rows only for versions built with profile on.")
 
 
 def _affinity_view(items: FeatureView) -> OnDemandFeatureView:
@@ -124,6 +136,8 @@ def _services(views: dict[str, FeatureView], odfv: OnDemandFeatureView) -> list[
                        description="User-intent vectors and top intents."),
         FeatureService(name=names.INTENTS_SERVICE, features=[views["intents"]],
                        description="The atomic intent library."),
+        FeatureService(name=names.PROFILES_SERVICE, features=[views["profiles"]],
+                       description="LLM user profiles: text, domain summaries, vector."),
     ]
 
 

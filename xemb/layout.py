@@ -21,6 +21,11 @@ This module is the contract between the offline job (writer), Feast and the gRPC
     ``users.parquet``      one row per (training user, target domain):
         ``user_id`` string, ``target_domain`` string, ``vector`` fixed_size_list<float32>[d],
         ``top_intent_ids`` list<int64>, ``top_intent_weights`` list<float32>.
+    ``user_profiles.parquet`` only in versions built with ``profile.enabled``: one row per
+        training user: ``user_id`` string, ``profile`` string (the LLM's profile, LLM4CDSR),
+        ``domain_summaries`` string (JSON {domain: summary} of the domains of their history),
+        ``vector`` fixed_size_list<float32>[s] (the profile by the item encoder; s =
+        ``manifest.dims["profile"]``, the semantic width).
     ``adapter.onnx``       cold-start adapter, text-only part (see ADAPTER_*)
     ``composer.onnx``      the per-request model (see COMPOSER_*)
     ``encoder/``           ``model.onnx`` + ``tokenizer.json`` + ``encoder.json``: the frozen text
@@ -48,6 +53,7 @@ from __future__ import annotations
 ITEMS = "items.parquet"
 INTENTS = "intents.parquet"
 USERS = "users.parquet"
+USER_PROFILES = "user_profiles.parquet"
 ITEMS_ARROW = "items.arrow"
 USERS_ARROW = "users.arrow"
 ADAPTER_ONNX = "adapter.onnx"

@@ -50,7 +50,8 @@ def test_definitions_have_stable_version_free_names(tmp_path: Path) -> None:
     defs = build_definitions(tmp_path)
     assert [v.name for v in defs.views] == list(names.VIEWS)
     assert [s.name for s in defs.services] == [names.RANKING_SERVICE, names.ITEMS_SERVICE,
-                                               names.USERS_SERVICE, names.INTENTS_SERVICE]
+                                               names.USERS_SERVICE, names.INTENTS_SERVICE,
+                                               names.PROFILES_SERVICE]
     assert [o.name for o in defs.on_demand] == [names.AFFINITY_VIEW]
     for view in defs.views:
         assert names.VERSION_FIELD in {f.name for f in view.features}

@@ -21,6 +21,7 @@ from xemb.settings.offline import (
     EvalConfig,
     GateConfig,
     IntentsConfig,
+    ProfileConfig,
 )
 from xemb.settings.serving import ServingConfig
 
@@ -36,6 +37,8 @@ class XembConfig(BaseModel):
     """Frozen (M)LLM that turns item text/images into semantic vectors."""
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
     """Generated item descriptions (optional, off by default)."""
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    """Hierarchical user profiles (optional, off by default)."""
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     """Transferable + residual adapter."""
     intents: IntentsConfig = Field(default_factory=IntentsConfig)
@@ -57,7 +60,7 @@ class XembConfig(BaseModel):
 
 
 _PATH_FIELDS = {"data": ("path", "items", "events"), "encoder": ("model",),
-                "describe": ("model",),
+                "describe": ("model",), "profile": ("model",),
                 "build": ("root",), "feast": ("repo_path",),
                 "serving": ("tls_cert_file", "tls_key_file", "tls_client_ca_file",
                             "auth_tokens_file")}

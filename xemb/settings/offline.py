@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Section(BaseModel):
@@ -150,6 +151,60 @@ class DescribeConfig(_Section):
             raise ValueError("describe.use: 'separate' (descriptions encoded apart and fused "
                              "by the adapter) is not implemented yet; use 'concat'")
         return use
+
+
+PROFILE_PLACEHOLDERS = {"domain_prompt": ("domain", "titles"), "profile_prompt": ("summaries",)}
+"""The placeholders each profile prompt may use (each must use the last one)."""
+
+
+def _placeholders(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:  # an unmatched '{' or '}'
+        raise ValueError(f"not a valid template ({exc}; write a literal brace as {{{{ or "
+                         f"}}}})") from exc
+
+
+class ProfileConfig(_Section):
+    """Hierarchical user profiles (LLM4CDSR): a local causal LM summarises each training
+    user's recent history per domain, then combines the domain summaries into one profile;
+    the profiles are encoded with the build's encoder and published as the ``user_profiles``
+    table and Feast view (text and vector). Off by default."""
+
+    enabled: bool = False
+    """Run the profile stage (its profiles are published with the version)."""
+    model: Path | None = None
+    """Local ``AutoModelForCausalLM`` checkpoint folder (with its tokenizer)."""
+    domain_prompt: str = ("A shopper's recent {domain} purchases: {titles}\n"
+                          "Their {domain} tastes in one sentence:")
+    """First level, one per user and domain of their history: ``{domain}`` and ``{titles}``
+    (the titles of their ``recent_items`` most recent items of that domain, oldest first,
+    joined by '; ')."""
+    profile_prompt: str = ("A shopper's tastes per domain:\n{summaries}\n"
+                           "Their overall tastes in one sentence:")
+    """Second level, one per user: ``{summaries}`` (one ``<domain>: <summary>`` line per
+    domain of their history, in ``data.domains`` order)."""
+    recent_items: int = Field(20, ge=1, le=1000)
+    """Most recent items per domain whose titles the first-level prompt lists."""
+    max_new_tokens: int = Field(64, ge=1, le=1024)
+    """Most tokens generated per summary and per profile."""
+    max_prompt_tokens: int = Field(512, ge=8)
+    """Prompts are truncated (from the left) to this many tokens."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts per ``generate`` call (left-padded)."""
+
+    @field_validator("domain_prompt", "profile_prompt")
+    @classmethod
+    def _known_placeholders(cls, template: str, info: ValidationInfo) -> str:
+        allowed = PROFILE_PLACEHOLDERS[str(info.field_name)]
+        used = _placeholders(template)
+        bad = [n for n in used if n not in allowed]
+        if bad:
+            raise ValueError(f"unknown placeholder {{{bad[0]}}} (allowed: "
+                             f"{', '.join('{' + a + '}' for a in allowed)})")
+        if allowed[-1] not in used:
+            raise ValueError(f"the prompt must use {{{allowed[-1]}}}")
+        return template
 
 
 class AdapterConfig(_Section):
