@@ -168,12 +168,12 @@ def build_intents(transferable: np.ndarray, texts: list[str], item_domain: np.nd
     per_domain = [json.dumps({domains[d]: int(counts[c, d]) for d in range(len(domains))})
                   for c in range(k)]
     members = members_by_intent(top1, a.sims[:, 0], k)
-    terms = TermStats(texts)
+    terms = TermStats(texts) if cfg.top_terms > 0 else None  # counting tokenizes every title
     return IntentLibrary(
         centroids, _labels(centroids, transferable, texts, cfg.label_titles, batch),
         counts.sum(1).astype(np.int64), per_domain, a.ids, a.weights,
         domain_labels=_domain_labels(members, texts, item_domain, domains, cfg.label_titles),
-        top_terms=[terms.top(rows, cfg.top_terms) for rows in members])
+        top_terms=[terms.top(rows, cfg.top_terms) if terms else [] for rows in members])
 
 
 def _round(x: float) -> float:
