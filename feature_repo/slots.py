@@ -17,6 +17,8 @@ from typing import Any
 
 from feast import FeatureView
 from feast.infra.online_stores.online_store import OnlineStore
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.repo_config import RepoConfig
 
 from feature_repo import names
@@ -71,6 +73,22 @@ class Slots(ABC):
         """Create what a first write into ``slot`` needs (idempotent)."""
 
 
+class _SlotStore(SqliteOnlineStore):
+    """Feast's SQLite store, except that a view the slot has no table of (an optional view its
+    version was built without, such as ``user_profiles``, or a view newer than the version)
+    reads as rows that are not there, as in Redis, instead of failing."""
+
+    def online_read(self, config: RepoConfig, table: FeatureView,
+                    entity_keys: list[EntityKeyProto],
+                    requested_features: list[str] | None = None) -> list:
+        try:
+            return super().online_read(config, table, entity_keys, requested_features)
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return [(None, None)] * len(entity_keys)
+
+
 class SqliteSlots(Slots):
     """``<root>/feast/online/<version>.db``: a crash mid-write never touches a live file."""
 
@@ -91,10 +109,8 @@ class SqliteSlots(Slots):
                 conn.close()
 
     def store_for(self, slot: str) -> OnlineStore:
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
         if slot not in self._stores:
-            self._stores[slot] = SqliteOnlineStore()
+            self._stores[slot] = _SlotStore()
         return self._stores[slot]
 
     def config_for(self, base: RepoConfig, slot: str) -> RepoConfig:

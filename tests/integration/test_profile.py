@@ -41,6 +41,11 @@ def small_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       n_eval=4, n_cold=4)
 
 
+def _encoder(bert: Path) -> dict[str, object]:
+    """No ONNX export of the encoder: profiles do not need it, and it halves the build."""
+    return {"model": str(bert), "export_onnx": False, "backend": "torch"}
+
+
 def _config(folder: Path, data: Path, bert: Path, gpt2: Path, **profile: object):  # type: ignore[no-untyped-def]
     from tests.conftest import write_config
     from xemb.settings import load_config
@@ -48,7 +53,7 @@ def _config(folder: Path, data: Path, bert: Path, gpt2: Path, **profile: object)
     if not (folder / "data").exists():
         (folder / "data").symlink_to(data)
     return load_config(write_config(folder, {
-        "encoder": {"model": str(bert)}, "feast": {"enabled": True},
+        "encoder": _encoder(bert), "feast": {"enabled": True},
         "profile": {**PROFILE, "model": str(gpt2), **profile}}))
 
 
@@ -131,7 +136,8 @@ def test_profile_off_leaves_every_stage_key_unchanged(
     from xemb.settings import load_config
 
     (tmp_path / "data").symlink_to(small_slice)
-    plain = prepare(load_config(write_config(tmp_path, {"encoder": {"model": str(tiny_bert)}})))
+    plain = prepare(load_config(write_config(tmp_path, {"encoder": _encoder(tiny_bert),
+                                                        "feast": {"enabled": True}})))
     off = prepare(_config(tmp_path, small_slice, tiny_bert, gpt2, enabled=False,
                           recent_items=7, domain_prompt="{domain}? {titles}"))
     on = prepare(_config(tmp_path, small_slice, tiny_bert, gpt2))
@@ -229,3 +235,34 @@ def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     again = profile_users(cfg, users, cache, log=lambda _: None)
     assert again.generated == 0
     assert (again.summaries, again.profiles) == (made.summaries, made.profiles)
+
+
+@pytest.mark.filterwarnings("ignore:On demand feature view:RuntimeWarning")
+def test_a_version_without_profiles_has_no_rows_there(tmp_path: Path) -> None:
+    """Reading ``user_profiles`` from a version built with profile off gives nulls (online
+    and in the history), not an error."""
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from feature_repo import get_feature_store, publish_to_feast
+    from feature_repo.publish import after_switch
+    from tests.helpers.synthetic_feast import make_version
+    from xemb.settings import XembConfig
+    from xemb.store import VersionStore
+
+    cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)}})
+    store = VersionStore(tmp_path)
+    version = make_version(store, n_items=20,
+                           created_at=datetime(2026, 11, 19, tzinfo=timezone.utc))
+    publish_to_feast(cfg, store, version)
+    store.set_current(version)
+    after_switch(store)
+    fs = get_feature_store(tmp_path)
+    got = fs.get_online_features(features=fs.get_feature_service("xemb_user_profiles"),
+                                 entity_rows=[{"user_id": "u1"}]).to_dict()
+    assert got["profile"] == got["vector"] == got["xemb_version"] == [None]
+    rows = pd.DataFrame({"user_id": ["u1"],
+                         "event_timestamp": [datetime(2026, 11, 25, tzinfo=timezone.utc)]})
+    past = fs.get_historical_features(entity_df=rows, features=["user_profiles:profile"])
+    assert past.to_df()["profile"].isna().all()
