@@ -9,7 +9,6 @@ RowError and a zero vector instead of failing the page of users it came with.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +26,6 @@ from xemb.v1 import xemb_pb2 as pb
 __all__ = ["compose_batch", "retrieve_batch", "compose_row", "intent_msg", "UserRow"]
 
 RowFailure = (NotFound, FailedPrecondition)
-_FIELD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
 
 
 def intent_msg(intents: list[ops.IntentRow]) -> list[pb.Intent]:
@@ -57,11 +55,9 @@ def compose_row(v: LoadedVersion, row: UserRow) -> ops.Composed:
 
 
 def _row_error(exc: Exception, prefix: str, inner: bool = True) -> pb.RowError:
-    """The row's error; its field is the exception's, or the one its message starts with
-    (xemb's messages name the field first: ``user_id: unknown user ...``)."""
-    head = str(exc).split(": ", 1)[0]
-    field = getattr(exc, "field", None) or (head if _FIELD.fullmatch(head) else None)
-    field = field if inner else None  # the row is the field (an item id of item_ids.ids)
+    """The row's error, with the field the exception names (within the row when ``inner``;
+    else the row itself is the field, as an item id of ``item_ids.ids``)."""
+    field = getattr(exc, "field", None) if inner else None
     code = "NOT_FOUND" if isinstance(exc, NotFound) else "FAILED_PRECONDITION"
     return pb.RowError(code=code, field=prefix + field if field else prefix.rstrip("."),
                        message=str(exc))

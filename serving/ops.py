@@ -60,8 +60,8 @@ def _stored(v: LoadedVersion, user_id: str, target: int, top: int, unknown: np.n
             ) -> Composed:
     row = v.users.get(user_id, target)
     if row is None:
-        raise NotFound(f"user_id: unknown user {user_id!r} for domain "
-                       f"{v.domains[target]!r} and no known item in the history")
+        raise NotFound(f"unknown user {user_id!r} for domain {v.domains[target]!r} and no "
+                       f"known item in the history", field="user_id")
     n = min(top, int(v.users.top_len[row]))
     ids, weights = v.users.top_ids[row, :n].tolist(), v.users.top_w[row, :n].tolist()
     intents = [_intent_row(v, i, w, target) for i, w in zip(ids, weights, strict=True)]
@@ -79,8 +79,8 @@ def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
         if user_id:
             return _stored(v, user_id, target, top, unknown)
         if len(history):
-            raise FailedPrecondition(f"history.item_ids: none of the {len(history)} items is "
-                                     f"known in version {v.version}, and no user_id")
+            raise FailedPrecondition(f"none of the {len(history)} items is known in version "
+                                     f"{v.version}, and no user_id", field="history.item_ids")
         raise InvalidArgument("give a history or a user_id", field="history")
     vector, weights = v.composer.run(v.composer.feed(rows, target))
     h, u = row_entropy(weights)
@@ -92,7 +92,7 @@ def compose(v: LoadedVersion, history: np.ndarray, target: int, user_id: str,
 def item_query(v: LoadedVersion, item_id: int) -> np.ndarray:
     rows, found = v.items.lookup(np.array([item_id], np.int64))
     if not found[0]:
-        raise NotFound(f"item_id: unknown item {item_id}")
+        raise NotFound(f"unknown item {item_id}", field="item_id")
     query = v.items.parts["full"][rows[0]].copy()
     scale = v.manifest.params.get("prior_scale")
     if v.manifest.params.get("prior") and scale is not None:

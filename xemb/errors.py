@@ -30,10 +30,15 @@ __all__ = [
 
 
 class XembError(Exception):
-    """Base class; ``grpc_code`` is the name of a ``grpc.StatusCode`` member."""
+    """Base class; ``grpc_code`` is the name of a ``grpc.StatusCode`` member. ``field``, when
+    given, is the request or input field the error is about; the message starts with it."""
 
     grpc_code = "INTERNAL"
     exit_code = 1
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
 
 
 class InvalidArgument(XembError):
@@ -41,10 +46,6 @@ class InvalidArgument(XembError):
 
     grpc_code = "INVALID_ARGUMENT"
     exit_code = 2
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
 
 
 class ConfigError(InvalidArgument):
