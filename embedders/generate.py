@@ -72,8 +72,8 @@ class TextCache:
 
 def _checkpoint(cfg: GenerationSettings, section: str) -> Path:
     if cfg.model is None or not cfg.model.is_dir():
-        raise ConfigError(f"{section}.model: a local causal LM folder is needed "
-                          f"(got {cfg.model})")
+        raise ConfigError(f"a local causal LM folder is needed (got {cfg.model})",
+                          field=f"{section}.model")
     return cfg.model
 
 
@@ -110,7 +110,7 @@ class Generator:
                                                               local_files_only=True
                                                               ).eval().to(device)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{section}.model: cannot load {model}: {exc}") from exc
+            raise ConfigError(f"cannot load {model}: {exc}", field=f"{section}.model") from exc
         self.tokenizer.padding_side = "left"  # generated tokens follow every prompt directly
         self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token is None:

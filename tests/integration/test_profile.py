@@ -181,8 +181,9 @@ def test_profile_on_without_a_model_is_a_config_error(small_slice: Path, tiny_be
     from xemb.errors import ConfigError
 
     cfg = _config(tmp_path, small_slice, tiny_bert, tmp_path / "no-such-model")
-    with pytest.raises(ConfigError, match=r"profile\.model: a local causal LM folder"):
+    with pytest.raises(ConfigError, match=r"profile\.model: a local causal LM folder") as err:
         prepare(cfg)
+    assert err.value.field == "profile.model"
 
 
 _CHILD = """
