@@ -68,6 +68,10 @@ class XembOnlineStoreConfig(FeastConfigBaseModel):
     """Feast store that holds the slots."""
     connection_string: StrictStr = "localhost:6379"
     """``backend: redis``: Feast Redis connection string (``host:port[,password=...]``)."""
+    redis_retries: int = Field(2, ge=0)
+    """``backend: redis``: retries of a failed call before a read raises ``Unavailable``."""
+    redis_timeout_s: float = Field(1.0, gt=0)
+    """``backend: redis``: connect and socket timeout per call, in seconds."""
     write_batch_size: int = Field(1000, gt=0)
     """Rows per write call to the backend (one SQLite commit / one Redis pipeline)."""
 
@@ -159,7 +163,8 @@ class XembOnlineStore(OnlineStore):
         if self._slots is None:
             oc = config.online_store
             self._slots = (SqliteSlots(root_of(config)) if oc.backend == "sqlite"
-                           else RedisSlots(oc.connection_string, config.project))
+                           else RedisSlots(oc.connection_string, config.project,
+                                           oc.redis_retries, oc.redis_timeout_s))
         return self._slots
 
     def slot_config(self, config: RepoConfig, slot: str) -> RepoConfig:

@@ -31,7 +31,8 @@ def repo_config_dict(root: str | Path, feast: FeastConfig | None = None) -> dict
                               "backend": feast.online_store,
                               "write_batch_size": feast.write_batch_size}
     if feast.online_store == "redis":
-        online["connection_string"] = feast.redis_url
+        online.update(connection_string=feast.redis_url, redis_retries=feast.redis_retries,
+                      redis_timeout_s=feast.redis_timeout_s)
     return {
         "project": feast.project,
         "provider": "local",

@@ -175,12 +175,14 @@ def _glob_escape(raw: bytes) -> bytes:
 class RedisSlots(Slots):
     """Keys are ``<entity key><project>@<version>``; markers live under ``xemb:<project>:``."""
 
-    def __init__(self, connection_string: str, project: str) -> None:
+    def __init__(self, connection_string: str, project: str, retries: int = 2,
+                 timeout_s: float = 1.0) -> None:
         import redis.exceptions as rexc
 
         self.transient_errors = (rexc.ConnectionError, rexc.TimeoutError)
         self.connection_string = connection_string
         self.project = project
+        self.retries, self.timeout_s = retries, timeout_s
         self._store: OnlineStore | None = None
 
     def _online(self) -> Any:
@@ -194,8 +196,24 @@ class RedisSlots(Slots):
         from feast.infra.online_stores.redis import RedisOnlineStore
 
         if self._store is None:
-            self._store = RedisOnlineStore()
+            store = RedisOnlineStore()
+            store._client = self._new_client()  # type: ignore[attr-defined]  # Feast reuses it
+            self._store = store
         return self._store
+
+    def _new_client(self) -> Any:
+        """The client Feast's store would make from the connection string, with bounded
+        retries and timeouts (redis-py's defaults keep a read waiting ~4 s on a dead Redis)."""
+        from feast.infra.online_stores.redis import RedisOnlineStore
+        from redis import Redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        nodes, kwargs = RedisOnlineStore._parse_connection_string(self.connection_string)
+        kwargs.setdefault("socket_timeout", self.timeout_s)
+        kwargs.setdefault("socket_connect_timeout", self.timeout_s)
+        kwargs["retry"] = Retry(ExponentialBackoff(cap=0.1, base=0.01), self.retries)
+        return Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
 
     def client(self) -> Any:
         return self.store_for("")._get_client(self._online())  # type: ignore[attr-defined]

@@ -89,6 +89,28 @@ def test_repo_config_is_valid_feast_config(tmp_path: Path) -> None:
     assert str(tmp_path) not in repr(raw)
 
 
+def test_redis_reads_give_up_after_the_configured_retries(tmp_path: Path) -> None:
+    import socket
+
+    import redis
+    from feast.repo_config import RepoConfig
+
+    from feature_repo.online_store import XembOnlineStore
+
+    with socket.socket() as s:  # a free port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    feast = FeastConfig(online_store="redis", redis_url=f"127.0.0.1:{port}", redis_retries=1,
+                        redis_timeout_s=0.25)
+    raw = repo_config_dict(tmp_path, feast)
+    client = XembOnlineStore().slots(RepoConfig(**raw)).store_for("")._client  # type: ignore
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.25
+    assert client.get_retry()._retries == 1  # redis-py 8 alone would retry 10 times (~4 s)
+    with pytest.raises(redis.exceptions.ConnectionError):  # Feast's store uses this client
+        client.get("k")
+
+
 def test_store_for_builds_a_feature_store_from_the_xemb_config(tmp_path: Path) -> None:
     cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)}})
     fs = feature_repo.store_for(cfg)

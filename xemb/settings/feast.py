@@ -17,6 +17,13 @@ class FeastConfig(BaseModel):
     """Online store type; ``redis`` needs the ``redis`` extra."""
     redis_url: str = "localhost:6379"
     """Feast Redis connection string (``host:port[,password=...]``)."""
+    redis_retries: int = Field(default=2, ge=0)
+    """Retries of a failed Redis call before a Feast read raises ``Unavailable`` (redis-py 8's
+    own default, 10 retries with backoff, kept a read waiting about 4 s while Redis was down;
+    a ranking request has a tighter deadline)."""
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """Connect and socket timeout of each Redis call, in seconds (a ``socket_timeout`` or
+    ``socket_connect_timeout`` in ``redis_url`` wins)."""
     project: str = Field(default="xemb", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
     """Feast project; also the namespace of this root's slots and markers in a shared Redis
     (give each root that shares one Redis its own project)."""
