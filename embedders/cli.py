@@ -7,10 +7,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from xemb.cli import add_config_args, config_from_args
 from xemb.errors import ConfigError
-from xemb.settings import XembConfig
 
 __all__ = ["register"]
 
@@ -28,10 +28,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     _need_offline()
     from embedders.pipeline import build
 
-    cfg = config_from_args(args)
-    if args.accept:
-        cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"accept": True})})
-    cfg = _with_engine(cfg, args.engine, args.ray_address)
+    cfg = config_from_args(args, build_overrides(args))
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     manifest = build(cfg, stages=stages, force=args.force, wait=args.wait)
     if manifest is None:
@@ -46,18 +43,17 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0 if current else 3  # published, but the gate kept it from becoming current
 
 
-def _with_engine(cfg: XembConfig, engine: str | None, address: str | None) -> XembConfig:
-    """``--engine``/``--ray-address`` override ``build.engine``/``build.ray_address``."""
-    update: dict[str, str] = {}
-    if engine:
-        update["engine"] = engine
-    if address:
-        update["ray_address"] = address
-    build = cfg.build.model_copy(update=update)
-    if build.ray_address and build.engine != "ray":
-        raise ConfigError("a Ray address needs the Ray engine (--engine ray or build.engine: "
-                          "ray)", field="--ray-address")
-    return cfg.model_copy(update={"build": build})
+def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--accept``, ``--engine`` and ``--ray-address`` as config overrides (validated with
+    the YAML: e.g. an address without the Ray engine is refused naming the field)."""
+    out: dict[str, Any] = {}
+    if args.accept:
+        out["gate.accept"] = True
+    if args.engine:
+        out["build.engine"] = args.engine
+    if args.ray_address:
+        out["build.ray_address"] = args.ray_address
+    return out
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

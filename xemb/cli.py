@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xemb.errors import NotPublished, XembError
 from xemb.settings import XembConfig, load_config
@@ -22,8 +23,13 @@ def add_config_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
                    help="version store root (overrides build.root)")
 
 
-def config_from_args(args: argparse.Namespace) -> XembConfig:
-    overrides = {"build.root": str(args.root.resolve())} if args.root else None
+def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None
+                     ) -> XembConfig:
+    """The YAML with ``--root`` and ``extra`` (dotted ``section.key`` overrides of other
+    flags) applied before validation, so a bad flag is refused like a bad YAML field."""
+    overrides = dict(extra or {})
+    if args.root:
+        overrides["build.root"] = str(args.root.resolve())
     return load_config(args.config, overrides)
 
 

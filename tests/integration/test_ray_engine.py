@@ -129,13 +129,25 @@ def test_item_count_check_names_missing_and_repeated_rows() -> None:
 
 
 def test_cli_engine_flags_override_the_yaml(tmp_path: Path) -> None:
-    from embedders.cli import _with_engine
-    from xemb.errors import ConfigError
-    from xemb.settings import load_config
+    import argparse
 
-    cfg = load_config(write_config(tmp_path))
-    assert cfg.build.engine == "local"
-    ray = _with_engine(cfg, "ray", "10.0.0.1:6379")
+    from embedders.cli import build_overrides
+    from xemb.cli import config_from_args
+    from xemb.errors import ConfigError
+
+    path = write_config(tmp_path)
+
+    def flags(**kw: object) -> argparse.Namespace:
+        base = {"config": path, "root": None, "accept": False, "engine": None,
+                "ray_address": None}
+        return argparse.Namespace(**{**base, **kw})
+
+    assert config_from_args(flags(), build_overrides(flags())).build.engine == "local"
+    ray = config_from_args(flags(), build_overrides(flags(engine="ray",
+                                                          ray_address="10.0.0.1:6379")))
     assert (ray.build.engine, ray.build.ray_address) == ("ray", "10.0.0.1:6379")
-    with pytest.raises(ConfigError, match="--ray-address"):
-        _with_engine(cfg, None, "10.0.0.1:6379")
+    accepted = config_from_args(flags(), build_overrides(flags(accept=True)))
+    assert accepted.gate.accept is True
+    # validated with the YAML: an address without the Ray engine names the field
+    with pytest.raises(ConfigError, match=r"build\.ray_address.*needs the Ray engine"):
+        config_from_args(flags(), build_overrides(flags(ray_address="10.0.0.1:6379")))

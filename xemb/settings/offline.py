@@ -357,7 +357,16 @@ class BuildConfig(_Section):
     intent assignment, materialization through ONNX, online-store writes) as Ray Data
     pipelines and training as Ray tasks (``pip install 'xemb[ray]'``; see ``ray``)."""
     ray_address: str | None = None
-    """Ray cluster to join (``host:port`` or ``auto``); default: start a local Ray."""
+    """Ray cluster to join (``host:port`` or ``auto``); default: start a local Ray. Needs
+    ``engine: ray``."""
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address_needs_ray(cls, address: str | None, info: ValidationInfo) -> str | None:
+        if address and info.data.get("engine") != "ray":
+            raise ValueError("a Ray address needs the Ray engine (build.engine: ray, or "
+                             "--engine ray)")
+        return address
     ray: RayConfig = Field(default_factory=RayConfig)
     """Actor pools and the local cluster of the Ray engine."""
 
