@@ -200,9 +200,9 @@ def stage_compose(cat: Catalogue, cfg: XembConfig) -> None:
 def stage_materialize(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
 
-    from embedders.device import resolve_device
+    from embedders.device import ort_session, resolve_device
     from embedders.export import export_onnx
-    from embedders.materialize import adapter_session, materialize_items
+    from embedders.materialize import materialize_items
     from embedders.models import AdapterExport
 
     sem = np.load(cat.folder / "semantic.npy", mmap_mode="r")
@@ -214,7 +214,7 @@ def stage_materialize(cat: Catalogue, cfg: XembConfig) -> None:
     export_onnx(AdapterExport(_adapter(cat, cfg)), example, path,
                 ["transferable", "residual", "full"], {k: {0: "batch"} for k in example},
                 cfg.build.parity_tol)
-    sess = adapter_session(path, cfg.build.threads, resolve_device(cfg.build.device))
+    sess = ort_session(path, cfg.build.threads, resolve_device(cfg.build.device))
     materialize_items(sess, sem, cat.domain, cat.warm, cfg.build.batch_items)
 
 

@@ -8,11 +8,15 @@ provider only where the installed build has it (``onnxruntime-gpu``); otherwise 
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from xemb.errors import ConfigError
 
-__all__ = ["Device", "resolve_device", "ort_providers"]
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+__all__ = ["Device", "resolve_device", "ort_providers", "ort_session"]
 
 Device = Literal["cpu", "cuda"]
 
@@ -51,3 +55,17 @@ def ort_providers(device: str, available: list[str] | None = None) -> list[str]:
     if device == "cuda" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def ort_session(path: Path | str, threads: int | None = None, device: str = "cpu"
+                ) -> ort.InferenceSession:
+    """The one way the offline job opens an ONNX graph: ``threads`` intra-op threads (ONNX
+    Runtime's default when None), one inter-op thread, on CPU or with the CUDA provider
+    first where ``device`` is ``cuda`` and the installed ONNX Runtime has it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=ort_providers(device))

@@ -254,17 +254,11 @@ class OnnxTextEncoder(_Streaming):
 
     def __init__(self, encoder: TextEncoder, onnx_path: Path, threads: int | None = None,
                  device: str = "cpu") -> None:
-        import onnxruntime as ort
+        from embedders.device import ort_session
 
-        from embedders.device import ort_providers
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
         self.encoder, self.dim, self.path = encoder, encoder.dim, encoder.path
         self.fingerprint = encoder.fingerprint + "-onnx"
-        self.session = ort.InferenceSession(str(onnx_path), opts,
-                                            providers=ort_providers(device))
+        self.session = ort_session(onnx_path, threads, device)
 
     def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
         order = _sorted_batches(texts, self.encoder.cfg.batch_size)

@@ -347,14 +347,9 @@ class _AdapterOnnxActor(_ShardUDF):
     """One replica of the exported adapter (ONNX Runtime, on ``build.device``)."""
 
     def __init__(self, onnx: str, threads: int, device: str) -> None:
-        import onnxruntime as ort
+        from embedders.device import ort_session
 
-        from embedders.device import ort_providers
-
-        opts = ort.SessionOptions()  # as export.ort_session, without importing torch here
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        self.sess = ort.InferenceSession(onnx, opts,
-                                         providers=ort_providers(_actor_device(device)))
+        self.sess = ort_session(onnx, threads, _actor_device(device))
 
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from embedders.materialize import materialize_batch

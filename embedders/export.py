@@ -18,23 +18,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from embedders.device import ort_session
 from xemb import layout
 from xemb.errors import ParityError
 
-__all__ = ["export_onnx", "ort_session", "run_ort", "export_encoder"]
-
-
-def ort_session(path: Path, threads: int | None = None, device: str = "cpu"
-                ) -> ort.InferenceSession:
-    """A session on CPU, or with ONNX Runtime's CUDA provider first where ``device`` is
-    ``cuda`` and the installed ONNX Runtime has it."""
-    from embedders.device import ort_providers
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=ort_providers(device))
+__all__ = ["export_onnx", "run_ort", "export_encoder"]
 
 
 def run_ort(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -2,25 +2,16 @@
 adapter's ONNX graph, batch by batch into preallocated arrays.
 
 :func:`materialize_batch` is the per-batch function (a Ray Data ``map_batches`` actor holds
-one :func:`adapter_session` and calls it); :func:`materialize_items` runs it over a catalogue
-in one process. Memory beyond the three output arrays grows with the batch.
+one session of ``adapter.onnx``, from :func:`embedders.device.ort_session`, and calls it);
+:func:`materialize_items` runs it over a catalogue in one process. Memory beyond the three
+output arrays grows with the batch.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-__all__ = ["adapter_session", "item_rows", "materialize_batch", "materialize_items"]
-
-
-def adapter_session(path: Path, threads: int | None = None, device: str = "cpu"):  # type: ignore[no-untyped-def]
-    """ONNX Runtime session of ``adapter.onnx`` (CUDA provider where ``device`` is cuda and
-    it is installed)."""
-    from embedders.export import ort_session
-
-    return ort_session(path, threads, device)
+__all__ = ["item_rows", "materialize_batch", "materialize_items"]
 
 
 def item_rows(warm: np.ndarray, start: int = 0) -> np.ndarray:

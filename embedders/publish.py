@@ -22,11 +22,12 @@ from embedders.context import (
     log,
     new_composer,
 )
+from embedders.device import ort_session
 from embedders.distill import student_record
-from embedders.export import export_onnx, ort_session
+from embedders.export import export_onnx
 from embedders.gate import assess, describe
 from embedders.intents import IntentLibrary, intent_report
-from embedders.materialize import adapter_session, materialize_items
+from embedders.materialize import materialize_items
 from embedders.models import AdapterExport, Composer
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
@@ -59,7 +60,7 @@ def _export_adapter(ctx: BuildContext, semantic: np.ndarray, out: Path) -> tuple
                "domain": torch.from_numpy(ctx.ds.item_domain[pick]), "item_row": rows}
     diff = export_onnx(wrapped, example, out / layout.ADAPTER_ONNX, layout.ADAPTER_OUTPUTS,
                        {k: {0: "batch"} for k in example}, ctx.cfg.build.parity_tol)
-    return diff, adapter_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads, ctx.device)
+    return diff, ort_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads, ctx.device)
 
 
 def _materialize_items(ctx: BuildContext, sess, semantic: np.ndarray  # type: ignore[no-untyped-def]
