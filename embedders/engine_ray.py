@@ -7,8 +7,8 @@ one Ray task per stage.
   the local encoder forms them (length-sorted), so the vectors are the same bit for bit;
   encoder replicas (ONNX Runtime or torch, ``build.device``) run them;
 * adapt, compose: the local stage function in one Ray task (a GPU when the cluster has one);
-* intents: k-means on the driver (its sample), then adapter replicas compute the
-  transferable part of every item and assign it to its top-m intents;
+* intents: k-means on the driver (its sample) over the transferable part the driver computes
+  with the adapter, then assignment replicas put every item on its top-m intents;
 * publish: replicas of the exported adapter ONNX materialize every item's vectors, and
   Feast writers put every row of the version into its online slot.
 

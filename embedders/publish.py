@@ -37,7 +37,6 @@ from xemb.store import Manifest, link_or_copy
 
 __all__ = ["publish", "vectors_column", "feast_fingerprint", "collect_garbage"]
 
-BATCH = 4096
 
 
 def vectors_column(x: np.ndarray) -> pa.FixedSizeListArray:
