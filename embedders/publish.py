@@ -38,7 +38,6 @@ from xemb.store import Manifest, link_or_copy
 __all__ = ["publish", "vectors_column", "feast_fingerprint", "collect_garbage"]
 
 
-
 def vectors_column(x: np.ndarray) -> pa.FixedSizeListArray:
     x = np.ascontiguousarray(x, np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
