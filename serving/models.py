@@ -21,11 +21,12 @@ from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOS
 __all__ = ["Composer", "ColdStartEncoder", "session"]
 
 
-def session(path: Path, needs: tuple[str, ...] = (), gives: tuple[str, ...] = ()
-            ) -> ort.InferenceSession:
-    """Open one model on the CPU and check its signature names."""
+def session(path: Path, needs: tuple[str, ...] = (), gives: tuple[str, ...] = (),
+            threads: int = 1) -> ort.InferenceSession:
+    """Open one model on the CPU (``threads`` intra-op threads: 1 in the server, whose calls
+    run on worker threads) and check its signature names."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     try:
@@ -65,7 +66,7 @@ class Composer:
 class ColdStartEncoder:
     """Item text -> semantic vector (frozen encoder) -> transferable/residual/full (adapter)."""
 
-    def __init__(self, encoder_dir: Path, adapter: Path) -> None:
+    def __init__(self, encoder_dir: Path, adapter: Path, threads: int = 1) -> None:
         from tokenizers import Tokenizer
 
         meta = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
@@ -74,7 +75,8 @@ class ColdStartEncoder:
         pad_id = int(meta.get("pad_id", 0))
         self.tokenizer.enable_padding(pad_id=pad_id,
                                       pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
-        self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"))
+        self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"),
+                               threads=threads)
         self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         # a build without residual heads / per-item vectors has no domain / item_row input
         self.adapter = session(adapter, ADAPTER_INPUTS[:1], ADAPTER_OUTPUTS)

@@ -14,6 +14,7 @@ lock. Pure ONNX Runtime + NumPy + pyarrow + faiss: no torch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -100,11 +101,12 @@ def _domain_codes(table: pa.Table, domains: list[str], where: str) -> np.ndarray
 
 
 # ---- vectors -------------------------------------------------------------------------
-def _encode(base: Path, items: NewItems) -> dict[str, np.ndarray]:
-    """transferable/residual/full per new item through the published encoder + adapter."""
+def _encode(base: Path, items: NewItems, threads: int) -> dict[str, np.ndarray]:
+    """transferable/residual/full per new item through the published encoder + adapter
+    (the encoder on ``threads`` intra-op threads: this is a batch job, not a server call)."""
     from serving.models import ColdStartEncoder
 
-    enc = ColdStartEncoder(base / layout.ENCODER_DIR, base / layout.ADAPTER_ONNX)
+    enc = ColdStartEncoder(base / layout.ENCODER_DIR, base / layout.ADAPTER_ONNX, threads)
     parts: dict[str, np.ndarray] = {}
     order = np.argsort([len(t) for t in items.texts], kind="stable")  # less padding
     for code in np.unique(items.domain):
@@ -222,7 +224,7 @@ def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
     existing = pq.read_table(base / layout.ITEMS, columns=["item_id"]).column(0).to_numpy()
     items = read_new_items(file, cfg.data.text_fields, manifest.domains, existing)
     clock("read")
-    parts = _encode(base, items)
+    parts = _encode(base, items, cfg.build.threads or os.cpu_count() or 1)
     clock("encode")
     ids, w = _assign_intents(base, parts["transferable"], int(manifest.params["top_m"]),
                              cfg.intents.temperature)
