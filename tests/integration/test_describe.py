@@ -5,19 +5,14 @@ the encode stage's key."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.wait import wait_for
+from tests.helpers.killed_generation import kill_after_cached
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_tiny_gpt2(dst: Path) -> Path:
@@ -123,19 +118,8 @@ def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     from xemb.settings.offline import DescribeConfig
 
     cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(gpt2), str(cache)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def described() -> int:
-        files = list(cache.glob("*.jsonl"))
-        return len(files[0].read_text().splitlines()) if files else 0
-
-    wait_for(lambda: described() >= 10 or child.poll() is not None, timeout=240,
-             interval=0.1, what="the child to describe 10 items")
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    done = described()
+    done = kill_after_cached(_CHILD, [str(gpt2), str(cache)], cache, 10,
+                             "the child to describe 10 items")
     assert 10 <= done < 60, done
     items = [{"title": f"item number {i}", "domain": "kitchen"} for i in range(60)]
     cfg = DescribeConfig(enabled=True, model=gpt2, max_new_tokens=4, batch_size=2,

@@ -6,16 +6,12 @@ changes no stage key."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers.wait import wait_for
+from tests.helpers.killed_generation import kill_after_cached
 from tests.integration.test_describe import make_tiny_gpt2
 
 if TYPE_CHECKING:
@@ -23,7 +19,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 PROFILE = {"enabled": True, "max_new_tokens": 3, "batch_size": 64, "recent_items": 3}
 
 
@@ -215,19 +210,8 @@ def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
 
     cache, users = tmp_path / "cache", _histories()
     total = 3 * len(users)  # two domain summaries and one profile per user
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(gpt2), str(cache)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def generated() -> int:
-        files = list(cache.glob("*.jsonl"))
-        return len(files[0].read_text().splitlines()) if files else 0
-
-    wait_for(lambda: generated() >= 6 or child.poll() is not None, timeout=240,
-             interval=0.05, what="the child to generate 6 texts")
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    done = generated()
+    done = kill_after_cached(_CHILD, [str(gpt2), str(cache)], cache, 6,
+                             "the child to generate 6 texts", interval=0.05)
     assert 6 <= done < total, done
     cfg = ProfileConfig(enabled=True, model=gpt2, max_new_tokens=3, batch_size=2)
     made = profile_users(cfg, users, cache, log=lambda _: None)
