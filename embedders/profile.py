@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from embedders.data import Dataset
 from embedders.generate import Generator, TextCache, generate_cached
+from xemb.ipc_tables import fixed_list
 from xemb.settings.offline import EncoderConfig, ProfileConfig
 
 __all__ = ["History", "Profiles", "encode_profiles", "histories", "profile_table",
@@ -111,11 +112,10 @@ def profile_table(users: Sequence[History], profiles: Profiles, vectors: np.ndar
                   ) -> pa.Table:
     """``user_id``, ``profile``, ``domain_summaries`` (JSON {domain: summary}), ``vector``
     (see xemb/layout.py)."""
-    x = np.ascontiguousarray(vectors, np.float32)
     return pa.table({
         "user_id": pa.array([h.user_id for h in users], pa.string()),
         "profile": pa.array(profiles.profiles, pa.string()),
         "domain_summaries": pa.array([json.dumps(s, ensure_ascii=False)
                                       for s in profiles.summaries], pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+        "vector": fixed_list(np.asarray(vectors, np.float32), pa.float32()),
     })
