@@ -147,7 +147,7 @@ def compose(ctx: BuildContext, out: Path) -> None:
                                                  len(lib.vectors)),
                          ctx.cfg.composer, ctx.cfg.adapter.logq,
                          (lambda: validator.evaluate(composer, items)) if validator else None,
-                         ctx.device, ctx.cfg.adapter.prior_fit != "tuned")
+                         ctx.device, ctx.cfg.adapter.prior_in_training)
     stats = fit.as_dict()
     if composer.prior and validator is not None:
         stats["prior_scale"] = choose_prior_scale(composer, validator, items,

@@ -256,7 +256,7 @@ def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: 
     out = composer.causal(full[local], dom[local], batch.mask,
                           torch.roll(dom[local], -1, dims=1), None)
     log_q = negs.log_q(uniq, int(batch.mask.sum()))
-    if cfg.prior_fit == "tuned":  # trained without the prior; its weight is chosen later
+    if not cfg.prior_in_training:  # tuned: its weight is chosen after training
         prior = None
     loss = _next_item_loss(out, batch, local, full, dom, cfg.temperature, prior, log_q)
     if cfg.align_weight:
@@ -297,7 +297,7 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
                       cfg.dropout, cfg.residual, cfg.prior, fixed_prior_rows(cfg, len(data.domain)))
     composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
                         composer_cfg.dropout, cfg.prior, composer_cfg.recency)
-    if cfg.prior_fit == "tuned":  # valid epochs are judged without the prior, as trained
+    if cfg.prior and not cfg.prior_in_training:  # valid epochs judged as trained: no prior
         composer.prior_scale.fill_(0.0)
     _init_prior(adapter, data, cfg.temperature)
     negs = _Negatives(data, cfg.negatives, cfg.logq)

@@ -254,6 +254,11 @@ class AdapterConfig(_Section):
     seed: int = 0
 
     @property
+    def prior_in_training(self) -> bool:
+        """Whether the prior is part of the training score (``learned``, ``counts``)."""
+        return self.prior and self.prior_fit != "tuned"
+
+    @property
     def width(self) -> int:
         """Width of the published vectors: ``dim`` content coordinates, plus the prior."""
         return self.dim + 1 if self.prior else self.dim
