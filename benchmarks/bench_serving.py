@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from xemb.serving.client import XembClient
+from xemb.serving.retrieval import SearchKnobs
+from xemb.serving.version import LoadedVersion, load_version
 
-from serving.client import XembClient
-from serving.retrieval import SearchKnobs
-from serving.version import LoadedVersion, load_version
 from xemb.settings import XembConfig, load_config
 from xemb.store import VersionStore
 
@@ -80,7 +80,7 @@ def feast_fetcher(cfg: XembConfig, root: Path, version: str
     """get_online_features for item ``full`` vectors from the Feast online store the version
     was published into (publishing it first when needed); None when Feast is not set up."""
     try:
-        from feature_repo import get_feature_store, names, publish_to_feast
+        from xemb.feature_repo import get_feature_store, names, publish_to_feast
     except ImportError:
         return None
     cfg = cfg.model_copy(update={"build": cfg.build.model_copy(update={"root": root})})

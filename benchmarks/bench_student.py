@@ -22,10 +22,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from xemb.embedders.distill import FP32_ONNX, StudentEncoder, quantize_int8, student_record  # noqa: E402
+from xemb.embedders.encode import OnnxTextEncoder, TextEncoder  # noqa: E402
+from xemb.embedders.export import export_encoder  # noqa: E402
 
-from embedders.distill import FP32_ONNX, StudentEncoder, quantize_int8, student_record  # noqa: E402
-from embedders.encode import OnnxTextEncoder, TextEncoder  # noqa: E402
-from embedders.export import export_encoder  # noqa: E402
 from xemb import layout  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
 
@@ -39,7 +39,7 @@ def _rate(encoder, texts: list[str]) -> tuple[float, np.ndarray]:  # type: ignor
 
 def _trained_graphs(cfg) -> tuple[Path, Path, dict] | None:  # type: ignore[no-untyped-def]
     """The build's student graphs (fp32, int8) and its distillation record, if built."""
-    from embedders.pipeline import prepare
+    from xemb.embedders.pipeline import prepare
 
     ctx = prepare(cfg)
     if not ctx.cache.has("encode", ctx.keys["encode"]):
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.config, {"build.root": args.root} if args.root else None)
     torch.set_num_threads(args.threads)
-    from embedders.data import load_dataset
+    from xemb.embedders.data import load_dataset
 
     texts = load_dataset(cfg.data).texts
     texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:args.n]]

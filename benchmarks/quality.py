@@ -81,8 +81,9 @@ _BASELINES: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 def _evaluate(cfg: Any, manifest: Any, splits: tuple[str, ...]) -> dict[str, Any]:
-    from embedders.evaluate import baseline_metrics, served_metrics
-    from embedders.pipeline import prepare
+    from xemb.embedders.evaluate import baseline_metrics, served_metrics
+    from xemb.embedders.pipeline import prepare
+
     from xemb.store import VersionStore
 
     ctx = prepare(cfg)
@@ -103,7 +104,7 @@ def _evaluate(cfg: Any, manifest: Any, splits: tuple[str, ...]) -> dict[str, Any
 
 
 def _build_and_eval(cfg: Any, splits: tuple[str, ...]) -> dict[str, Any]:
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
 
     manifest = build(cfg)
     return _evaluate(cfg, manifest, splits)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_report_file(root: Path, results: dict[str, dict]) -> None:
     """``xemb report`` reads this: the variants, and the one valid supports."""
-    from embedders.evaluate import valid_score
+    from xemb.embedders.evaluate import valid_score
 
     rows = [{"variant": k, "description": v["description"], "valid": v["valid"],
              "test": v.get("test")} for k, v in results.items()]

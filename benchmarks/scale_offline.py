@@ -113,8 +113,8 @@ def bench_config(encoder_model: Path | None, batch_items: int, threads: int) -> 
 
 # ---- one function per stage (inputs and outputs are files in the catalogue folder) -------
 def stage_encode(cat: Catalogue, cfg: XembConfig) -> None:
-    from embedders.device import resolve_device
-    from embedders.encode import encode_items, load_encoder, semantic_file
+    from xemb.embedders.device import resolve_device
+    from xemb.embedders.encode import encode_items, load_encoder, semantic_file
 
     encoder = load_encoder(cfg.encoder, resolve_device(cfg.build.device))
     out = semantic_file(cat.folder / "semantic.npy", len(cat.texts), encoder.dim)
@@ -125,8 +125,7 @@ def stage_encode(cat: Catalogue, cfg: XembConfig) -> None:
 
 def _train_inputs(cat: Catalogue):  # type: ignore[no-untyped-def]
     import torch
-
-    from embedders.train import TrainInputs
+    from xemb.embedders.train import TrainInputs
 
     sem = np.load(cat.folder / "semantic.npy", mmap_mode="c")
     return TrainInputs(torch.from_numpy(sem), torch.from_numpy(cat.domain),
@@ -135,9 +134,8 @@ def _train_inputs(cat: Catalogue):  # type: ignore[no-untyped-def]
 
 def _adapter(cat: Catalogue, cfg: XembConfig):  # type: ignore[no-untyped-def]
     import torch
-
-    from embedders.models import Adapter
-    from embedders.train import fixed_prior_rows
+    from xemb.embedders.models import Adapter
+    from xemb.embedders.train import fixed_prior_rows
 
     a = cfg.adapter
     sem_dim = np.load(cat.folder / "semantic.npy", mmap_mode="r").shape[1]
@@ -149,9 +147,8 @@ def _adapter(cat: Catalogue, cfg: XembConfig):  # type: ignore[no-untyped-def]
 
 def stage_adapt(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
-
-    from embedders.device import resolve_device
-    from embedders.train import train_adapter
+    from xemb.embedders.device import resolve_device
+    from xemb.embedders.train import train_adapter
 
     adapter, composer, _ = train_adapter(_train_inputs(cat), cfg.adapter, cfg.composer,
                                          device=resolve_device(cfg.build.device))
@@ -160,8 +157,8 @@ def stage_adapt(cat: Catalogue, cfg: XembConfig) -> None:
 
 
 def stage_item_vectors(cat: Catalogue, cfg: XembConfig) -> None:
-    from embedders.device import resolve_device
-    from embedders.pipeline import adapter_outputs
+    from xemb.embedders.device import resolve_device
+    from xemb.embedders.pipeline import adapter_outputs
 
     device = resolve_device(cfg.build.device)
     sem = np.load(cat.folder / "semantic.npy", mmap_mode="r")
@@ -172,7 +169,7 @@ def stage_item_vectors(cat: Catalogue, cfg: XembConfig) -> None:
 
 
 def stage_intents(cat: Catalogue, cfg: XembConfig) -> None:
-    from embedders.intents import build_intents
+    from xemb.embedders.intents import build_intents
 
     trans = np.load(cat.folder / "transferable.npy", mmap_mode="r")
     build_intents(trans, cat.texts, cat.domain, DOMAINS, cfg.intents,
@@ -181,11 +178,10 @@ def stage_intents(cat: Catalogue, cfg: XembConfig) -> None:
 
 def stage_compose(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
-
-    from embedders.device import resolve_device
-    from embedders.intents import IntentLibrary
-    from embedders.models import Composer
-    from embedders.train import ItemIntents, train_composer
+    from xemb.embedders.device import resolve_device
+    from xemb.embedders.intents import IntentLibrary
+    from xemb.embedders.models import Composer
+    from xemb.embedders.train import ItemIntents, train_composer
 
     lib = IntentLibrary.load(cat.folder / "intents.npz")
     c = cfg.composer
@@ -199,11 +195,10 @@ def stage_compose(cat: Catalogue, cfg: XembConfig) -> None:
 
 def stage_materialize(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
-
-    from embedders.device import ort_session, resolve_device
-    from embedders.export import export_onnx
-    from embedders.materialize import materialize_items
-    from embedders.models import AdapterExport
+    from xemb.embedders.device import ort_session, resolve_device
+    from xemb.embedders.export import export_onnx
+    from xemb.embedders.materialize import materialize_items
+    from xemb.embedders.models import AdapterExport
 
     sem = np.load(cat.folder / "semantic.npy", mmap_mode="r")
     pick = np.arange(min(64, len(sem)))
@@ -234,8 +229,7 @@ def _rss_mb() -> float:
 
 def _child(name: str, folder: str, cfg_json: str, q: mp.Queue) -> None:
     import torch
-
-    from embedders.encode import load_encoder  # noqa: F401  (imports paid before the clock)
+    from xemb.embedders.encode import load_encoder  # noqa: F401  (imports paid before the clock)
 
     cfg = XembConfig.model_validate_json(cfg_json)
     torch.set_num_threads(cfg.build.threads or len(os.sched_getaffinity(0)))
@@ -262,7 +256,8 @@ def run_stage(name: str, folder: Path, cfg: XembConfig) -> tuple[float, float, f
 
 def minilm_rate(texts: list[str]) -> float:
     """Items/s of the bundled MiniLM (torch, CPU) on these titles."""
-    from embedders.encode import load_encoder
+    from xemb.embedders.encode import load_encoder
+
     from xemb.settings.offline import EncoderConfig
 
     enc = load_encoder(EncoderConfig(batch_size=64, max_length=64), "cpu")

@@ -110,8 +110,8 @@ def ray_config(cfg: XembConfig, folder: Path, pool_size: int = 1, batch_rows: in
 
 def time_encode(texts: list[str], cfg: XembConfig) -> RayTiming:
     """Every text through the encoder's replicas (no encode cache: pure encoding)."""
-    from embedders.encode import load_encoder
-    from embedders.engine_ray import RayEncoder
+    from xemb.embedders.encode import load_encoder
+    from xemb.embedders.engine_ray import RayEncoder
 
     encoder = load_encoder(cfg.encoder, "cpu")  # fingerprint and dim; the replicas load theirs
     return time_stage("encode", len(texts),
@@ -120,7 +120,7 @@ def time_encode(texts: list[str], cfg: XembConfig) -> RayTiming:
 
 def time_intents(transferable: np.ndarray, centroids: np.ndarray, cfg: XembConfig
                  ) -> RayTiming:
-    from embedders.engine_ray import assign_intents
+    from xemb.embedders.engine_ray import assign_intents
 
     return time_stage("intents (assign)", len(transferable), lambda: assign_intents(
         transferable, centroids, cfg.intents.top_m, cfg.intents.temperature, cfg.build))
@@ -128,7 +128,7 @@ def time_intents(transferable: np.ndarray, centroids: np.ndarray, cfg: XembConfi
 
 def time_materialize(onnx: Path, semantic: np.ndarray, domain: np.ndarray, warm: np.ndarray,
                      cfg: XembConfig) -> RayTiming:
-    from embedders.engine_ray import materialize
+    from xemb.embedders.engine_ray import materialize
 
     return time_stage("materialize", len(semantic),
                       lambda: materialize(onnx, semantic, domain, warm, cfg.build))
@@ -138,8 +138,9 @@ def time_online_writes(cfg: XembConfig, version: str) -> RayTiming:
     """Every row of a published ``version`` (under ``cfg.build.root``, Feast set up by its
     build) rewritten into its online slot by Feast writers on Ray (rows are upserted, so
     the slot's values stay the same)."""
-    from embedders.engine_ray import write_online_rows
-    from feature_repo.verify import expected_rows
+    from xemb.embedders.engine_ray import write_online_rows
+    from xemb.feature_repo.verify import expected_rows
+
     from xemb.store import VersionStore
 
     store = VersionStore(cfg.build.root)
@@ -151,7 +152,7 @@ def time_online_writes(cfg: XembConfig, version: str) -> RayTiming:
 
 @contextmanager
 def _cluster(cfg: XembConfig) -> Iterator[float]:
-    from embedders.engine_ray import _ray, ray_session
+    from xemb.embedders.engine_ray import _ray, ray_session
 
     with ray_session(cfg.build):
         t0 = time.perf_counter()
@@ -172,8 +173,7 @@ def ray_stage_timings(folder: Path, cfg: XembConfig,
     published versions whose rows :func:`time_online_writes` rewrites, on the same cluster
     (the timing is named ``online writes (<label>)``)."""
     from scale_offline import Catalogue
-
-    from embedders.intents import IntentLibrary
+    from xemb.embedders.intents import IntentLibrary
 
     out: list[RayTiming] = []
     with _cluster(cfg) as start_s:

@@ -26,7 +26,7 @@ def _need_offline() -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     _need_offline()
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
 
     cfg = config_from_args(args, build_overrides(args))
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
@@ -58,9 +58,10 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     _need_offline()
-    from embedders.data import load_dataset
-    from embedders.evaluate import baseline_metrics, served_metrics, tuned_pop_text_beta
-    from embedders.pipeline import semantic_vectors
+    from xemb.embedders.data import load_dataset
+    from xemb.embedders.evaluate import baseline_metrics, served_metrics, tuned_pop_text_beta
+    from xemb.embedders.pipeline import semantic_vectors
+
     from xemb.store import VersionStore
 
     cfg = config_from_args(args)
@@ -117,8 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     _need_offline()
-    from embedders.report import collect
-    from embedders.report_html import render
+    from xemb.embedders.report import collect
+    from xemb.embedders.report_html import render
 
     inputs = collect(config_from_args(args), args.version, args.yardsticks, args.bench,
                      args.ablations)

@@ -13,13 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from xemb.embedders.data import Dataset
+from xemb.embedders.intents import IntentLibrary
+from xemb.embedders.models import Adapter, Composer
+from xemb.embedders.stages import StageCache
+from xemb.embedders.train import TrainInputs, fixed_prior_rows
+from xemb.embedders.validation import Validator
 
-from embedders.data import Dataset
-from embedders.intents import IntentLibrary
-from embedders.models import Adapter, Composer
-from embedders.stages import StageCache
-from embedders.train import TrainInputs, fixed_prior_rows
-from embedders.validation import Validator
 from xemb.composer_io import ItemArrays
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
@@ -69,7 +69,7 @@ class BuildContext:
         described = self.descriptions()
         if described is None:
             return self.ds.texts
-        from embedders.describe import with_descriptions
+        from xemb.embedders.describe import with_descriptions
 
         return with_descriptions(self.ds.texts, described)
 

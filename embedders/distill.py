@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from embedders.encode import (
+from xemb.embedders.encode import (
     OnnxTextEncoder,
     PooledTextEncoding,
     TextEncoder,
@@ -32,6 +31,7 @@ from embedders.encode import (
     encode_items,
     semantic_file,
 )
+
 from xemb import layout
 from xemb.errors import ConfigError, ParityError
 from xemb.settings.offline import EncoderConfig, StudentConfig
@@ -210,7 +210,7 @@ def _int8_parity(student: StudentEncoder, onnx: Path, texts: list[str], floor: f
 
 def _export(student: StudentEncoder, out: Path, texts: list[str], tol: float) -> dict:
     """fp32 ONNX with parity against torch; with ``quantize``, the published graph is int8."""
-    from embedders.export import export_encoder
+    from xemb.embedders.export import export_encoder
 
     s = student.cfg.student
     rec: dict = {"parity_max_abs": export_encoder(student, out, texts, tol,

@@ -254,7 +254,7 @@ class OnnxTextEncoder(_Streaming):
 
     def __init__(self, encoder: TextEncoder, onnx_path: Path, threads: int | None = None,
                  device: str = "cpu") -> None:
-        from embedders.device import ort_session
+        from xemb.embedders.device import ort_session
 
         self.encoder, self.dim, self.path = encoder, encoder.dim, encoder.path
         self.fingerprint = encoder.fingerprint + "-onnx"

@@ -43,8 +43,9 @@ from xemb.errors import ConfigError, Unavailable, VersionIntegrityError
 from xemb.settings.offline import BuildConfig
 
 if TYPE_CHECKING:
-    from embedders.context import BuildContext
-    from embedders.intents import Assignment
+    from xemb.embedders.context import BuildContext
+    from xemb.embedders.intents import Assignment
+
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
@@ -214,7 +215,7 @@ def _threads(build: BuildConfig) -> int:
 
 def _actor_device(setting: str) -> str:
     """``build.device`` inside an actor: the GPU Ray gave it (``num_gpus``) decides."""
-    from embedders.device import resolve_device
+    from xemb.embedders.device import resolve_device
 
     return resolve_device(setting, cuda_available=bool(_import_ray().get_gpu_ids()))
 
@@ -225,8 +226,7 @@ class _EncodeActor(_ShardUDF):
 
     def __init__(self, cfg: XembConfig, onnx: str | None) -> None:
         import torch
-
-        from embedders.encode import OnnxTextEncoder, load_encoder
+        from xemb.embedders.encode import OnnxTextEncoder, load_encoder
 
         threads = _threads(cfg.build)
         torch.set_num_threads(threads)
@@ -236,7 +236,7 @@ class _EncodeActor(_ShardUDF):
                         if onnx else encoder)
 
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from embedders.encode import encode_batch
+        from xemb.embedders.encode import encode_batch
 
         rows = batch.column("rows").to_pylist()
         texts = batch.column("texts").to_pylist()
@@ -263,14 +263,14 @@ def _encode_shards(order: list[np.ndarray], texts: list[str], images: list[str |
 class RayEncoder:
     """The configured encoder with its batches run by an actor pool of replicas: the same
     length-sorted batches the local encoder forms, so the same vectors. Plugs into
-    :func:`embedders.encode.encode_items` (cache look-ups stay on the driver)."""
+    :func:`xemb.embedders.encode.encode_items` (cache look-ups stay on the driver)."""
 
     def __init__(self, cfg: XembConfig, encoder: Any, onnx: Path | None) -> None:
         self.cfg, self.onnx = cfg, onnx
         self.fingerprint, self.dim, self.path = encoder.fingerprint, encoder.dim, encoder.path
 
     def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
-        from embedders.encode import _sorted_batches
+        from xemb.embedders.encode import _sorted_batches
 
         size = self.cfg.encoder.batch_size
         per_call = max(1, self.cfg.build.ray.batch_rows // size)
@@ -347,12 +347,12 @@ class _AdapterOnnxActor(_ShardUDF):
     """One replica of the exported adapter (ONNX Runtime, on ``build.device``)."""
 
     def __init__(self, onnx: str, threads: int, device: str) -> None:
-        from embedders.device import ort_session
+        from xemb.embedders.device import ort_session
 
         self.sess = ort_session(onnx, threads, _actor_device(device))
 
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from embedders.materialize import materialize_batch
+        from xemb.embedders.materialize import materialize_batch
 
         b = _arrays(batch)
         t, r, f = materialize_batch(self.sess, b["semantic"], b["domain"], b["item_row"])
@@ -362,7 +362,7 @@ class _AdapterOnnxActor(_ShardUDF):
 def materialize(onnx: Path, semantic: np.ndarray, domain: np.ndarray, warm: np.ndarray,
                 build: BuildConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(transferable, residual, full) of every item through the adapter's ONNX export."""
-    from embedders.materialize import item_rows
+    from xemb.embedders.materialize import item_rows
 
     cols = {"semantic": semantic, "domain": np.asarray(domain, np.int64),
             "item_row": item_rows(warm)}
@@ -390,7 +390,7 @@ class _AssignActor(_ShardUDF):
         self.centroids, self.top_m, self.temperature = centroids, top_m, temperature
 
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from embedders.intents import assign_batch
+        from xemb.embedders.intents import assign_batch
 
         b = _arrays(batch)
         a = assign_batch(b["vector"], self.centroids, self.top_m, self.temperature)
@@ -400,7 +400,7 @@ class _AssignActor(_ShardUDF):
 def assign_intents(transferable: np.ndarray, centroids: np.ndarray, top_m: int,
                    temperature: float, build: BuildConfig) -> Assignment:
     """Every item's top-m intents (the Ray form of ``intents.assign_intents``)."""
-    from embedders.intents import Assignment
+    from xemb.embedders.intents import Assignment
 
     ctor = {"centroids": np.ascontiguousarray(centroids, np.float32), "top_m": top_m,
             "temperature": temperature, "threads": _threads(build)}
@@ -423,8 +423,7 @@ Stage = Callable[["BuildContext", Path], None]
 
 def _train(stage: Stage, ctx: BuildContext, out: str, threads: int) -> None:
     import torch
-
-    from embedders.device import resolve_device
+    from xemb.embedders.device import resolve_device
 
     torch.set_num_threads(threads)  # Ray gives a task one thread; match the local build
     ctx.device = resolve_device(ctx.cfg.build.device)  # this worker's GPU, if it got one
@@ -467,13 +466,13 @@ class _OnlineWriter:
     ``chunk_rows`` rows."""
 
     def __init__(self, root: str, version: str, at: datetime, chunk_rows: int) -> None:
-        from feature_repo import get_feature_store
+        from xemb.feature_repo import get_feature_store
 
         self.fs = get_feature_store(root)
         self.version, self.at, self.chunk_rows = version, at, chunk_rows
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        from feature_repo import names
+        from xemb.feature_repo import names
 
         views, counts = [], []
         for item in batch.to_pylist():
@@ -482,8 +481,8 @@ class _OnlineWriter:
         return {"view": np.array(views, object), "rows": np.array(counts, np.int64)}
 
     def _write(self, table: str, path: Path, row_group: int) -> int:
-        from feature_repo import names
-        from feature_repo.offline import _table as feast_rows
+        from xemb.feature_repo import names
+        from xemb.feature_repo.offline import _table as feast_rows
 
         n = 0
         for b in pq.ParquetFile(path).iter_batches(self.chunk_rows, row_groups=[row_group]):
@@ -499,9 +498,9 @@ def write_online_rows(store: VersionStore, version: str, at: datetime, chunk_row
     writers on Ray (one work item per Parquet row group); the rows written per view are
     then checked against the tables (a writer that lost rows fails the build: Feast's own
     Ray writers only log such errors). SQLite takes one writer at a time."""
-    from feature_repo import names
-    from feature_repo.offline import table_path
-    from feature_repo.verify import expected_rows
+    from xemb.feature_repo import names
+    from xemb.feature_repo.offline import table_path
+    from xemb.feature_repo.verify import expected_rows
 
     work = []
     for table in names.TABLES:

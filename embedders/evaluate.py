@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from xemb.embedders.data import Dataset
 
-from embedders.data import Dataset
 from xemb.composer_io import ItemArrays
 from xemb.errors import FailedPrecondition
 
@@ -112,7 +112,8 @@ def popularity_scores(ds: Dataset) -> np.ndarray:
 
 def served_items(version_dir: Path) -> tuple[np.ndarray, ItemArrays]:
     """Item ids and the composer's per-row arrays, read by the gRPC service's own reader."""
-    from serving.tables import read_items
+    from xemb.serving.tables import read_items
+
     from xemb import layout
     from xemb.store import VersionStore
 

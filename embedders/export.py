@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from xemb.embedders.device import ort_session
 
-from embedders.device import ort_session
 from xemb import layout
 from xemb.errors import ParityError
 

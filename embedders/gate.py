@@ -11,19 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from embedders.evaluate import (
+from xemb.embedders.evaluate import (
     baseline_metrics,
     eval_set,
     rank_metrics,
     served_metrics,
     valid_score,
 )
+
 from xemb.composer_io import ItemArrays, compose_batched
 from xemb.errors import XembError
 
 if TYPE_CHECKING:
-    from embedders.context import BuildContext
+    from xemb.embedders.context import BuildContext
 
 __all__ = ["assess", "describe", "verdict"]
 

@@ -80,7 +80,7 @@ def _checkpoint(cfg: GenerationSettings, section: str) -> Path:
 def generator_fingerprint(cfg: GenerationSettings, section: str = "describe") -> str:
     """Hash of the checkpoint's files and the generation settings that change its output
     (``section`` names the config section in errors)."""
-    from embedders.encode import _model_fingerprint
+    from xemb.embedders.encode import _model_fingerprint
 
     model = _checkpoint(cfg, section)
     settings = json.dumps({"max_new_tokens": cfg.max_new_tokens,

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedders import steps
-from embedders.context import BuildContext
-from embedders.distill import student_key
+from xemb.embedders import steps
+from xemb.embedders.context import BuildContext
+from xemb.embedders.distill import student_key
+
 from xemb.settings import XembConfig
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Stage:
 
 
 def _publish(ctx: BuildContext) -> Manifest:
-    from embedders.publish import publish
+    from xemb.embedders.publish import publish
 
     return publish(ctx)
 
@@ -74,13 +75,13 @@ def _encode_key(k: KeyInputs) -> tuple[Any, ...]:
 
 
 def _describe_key(k: KeyInputs) -> tuple[Any, ...]:
-    from embedders.describe import generator_fingerprint
+    from xemb.embedders.describe import generator_fingerprint
 
     return (generator_fingerprint(k.cfg.describe), k.dataset, k.cfg.describe.prompts)
 
 
 def _profile_key(k: KeyInputs) -> tuple[Any, ...]:
-    from embedders.generate import generator_fingerprint
+    from xemb.embedders.generate import generator_fingerprint
 
     p = k.cfg.profile
     return (generator_fingerprint(p, "profile"), k.dataset, p.domain_prompt, p.profile_prompt,

@@ -2,7 +2,7 @@
 adapter's ONNX graph, batch by batch into preallocated arrays.
 
 :func:`materialize_batch` is the per-batch function (a Ray Data ``map_batches`` actor holds
-one session of ``adapter.onnx``, from :func:`embedders.device.ort_session`, and calls it);
+one session of ``adapter.onnx``, from :func:`xemb.embedders.device.ort_session`, and calls it);
 :func:`materialize_items` runs it over a catalogue in one process. Memory beyond the three
 output arrays grows with the batch.
 """

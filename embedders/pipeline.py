@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from xemb.embedders import graph
+from xemb.embedders.context import BuildContext, adapter_outputs, log
+from xemb.embedders.data import Dataset, load_dataset
+from xemb.embedders.device import resolve_device
+from xemb.embedders.graph import KeyInputs, Stage
+from xemb.embedders.stages import StageCache, stage_key
 
-from embedders import graph
-from embedders.context import BuildContext, adapter_outputs, log
-from embedders.data import Dataset, load_dataset
-from embedders.device import resolve_device
-from embedders.graph import KeyInputs, Stage
-from embedders.stages import StageCache, stage_key
 from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.lock import RootLock
 from xemb.settings import XembConfig
@@ -63,7 +63,7 @@ def _select(cfg: XembConfig, stages: Iterable[str] | None) -> list[Stage]:
 
 
 def _encoder_fingerprint(cfg: XembConfig) -> str:
-    from embedders.encode import _model_fingerprint, default_model_path
+    from xemb.embedders.encode import _model_fingerprint, default_model_path
 
     return _model_fingerprint(cfg.encoder.model or default_model_path(), cfg.encoder)
 
@@ -85,7 +85,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
     (``wait``: queue behind a running build instead of failing at once). Returns the
     published manifest, or None when no final stage (publish) was selected. With nothing
     changed (build key and Feast settings), the current version is returned."""
-    from embedders.publish import collect_garbage
+    from xemb.embedders.publish import collect_garbage
 
     chosen = _select(cfg, stages)
     final = next((s for s in chosen if s.final is not None), None)
@@ -94,7 +94,7 @@ def build(cfg: XembConfig, stages: Iterable[str] | None = None, force: bool = Fa
         collect_garbage(ctx)  # what killed builds left: failed versions, staging, temp folders
         if final is not None and not force and (same := _up_to_date(ctx)) is not None:
             if cfg.gate.accept and same.version != ctx.store.current_or_none():
-                from embedders.publish import make_current
+                from xemb.embedders.publish import make_current
 
                 make_current(ctx, same.version)  # kept back by the gate; the user accepts
             return same
@@ -123,7 +123,7 @@ def _engine(cfg: XembConfig) -> contextlib.AbstractContextManager:
     left at the end); see embedders/engine_ray.py."""
     if cfg.build.engine != "ray":
         return contextlib.nullcontext()
-    from embedders.engine_ray import ray_session
+    from xemb.embedders.engine_ray import ray_session
 
     return ray_session(cfg.build)
 
@@ -132,7 +132,7 @@ def _runner(ctx: BuildContext, stage: Stage) -> Callable[[Path], None]:
     assert stage.run is not None
     if ctx.cfg.build.engine != "ray":
         return functools.partial(stage.run, ctx)
-    from embedders.engine_ray import runner
+    from xemb.embedders.engine_ray import runner
 
     return runner(ctx, stage.name, stage.run)
 
@@ -141,7 +141,7 @@ def _up_to_date(ctx: BuildContext) -> Manifest | None:
     """The version this very build key and Feast settings already published: the current one,
     or the newest published one that was never current (kept back, e.g. by a quality gate),
     so a rerun does not publish the same thing again."""
-    from embedders.publish import feast_fingerprint
+    from xemb.embedders.publish import feast_fingerprint
 
     store, key, feast = ctx.store, ctx.keys["publish"], feast_fingerprint(ctx.cfg)
     current = store.current_or_none()

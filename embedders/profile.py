@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from xemb.embedders.data import Dataset
+from xemb.embedders.generate import Generator, TextCache, generate_cached
 
-from embedders.data import Dataset
-from embedders.generate import Generator, TextCache, generate_cached
 from xemb.ipc_tables import fixed_list
 from xemb.settings.offline import EncoderConfig, ProfileConfig
 
@@ -101,7 +101,7 @@ def encode_profiles(cfg: EncoderConfig, texts: list[str], cache_dir: Path,
                     device: str = "cpu") -> np.ndarray:
     """[N, dim] unit vectors of the profile texts by the build's item encoder (``encoder:``,
     on ``device``), through the encode cache (``cache_dir``: a rebuild encodes nothing)."""
-    from embedders.encode import encode_items, load_encoder
+    from xemb.embedders.encode import encode_items, load_encoder
 
     encoder = load_encoder(cfg, device)
     vectors, _ = encode_items(encoder, texts, None, cache_dir)

@@ -14,21 +14,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-
-from embedders.context import (
+from xemb.embedders.context import (
     BuildContext,
     load_adapter,
     load_intents,
     log,
     new_composer,
 )
-from embedders.device import ort_session
-from embedders.distill import student_record
-from embedders.export import export_onnx
-from embedders.gate import assess, describe
-from embedders.intents import IntentLibrary, intent_report
-from embedders.materialize import materialize_items
-from embedders.models import AdapterExport, Composer
+from xemb.embedders.device import ort_session
+from xemb.embedders.distill import student_record
+from xemb.embedders.export import export_onnx
+from xemb.embedders.gate import assess, describe
+from xemb.embedders.intents import IntentLibrary, intent_report
+from xemb.embedders.materialize import materialize_items
+from xemb.embedders.models import AdapterExport, Composer
+
 from xemb import layout
 from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.ipc_tables import items_for_serving, users_for_serving, write_ipc
@@ -151,7 +151,7 @@ def _write_indexes(ctx: BuildContext, full: np.ndarray, out: Path
     """One index per domain over ``full`` (inner product, ids = item ids), its type chosen by
     the domain's size (``index:``), its search knob tuned to the recall target:
     (``params.search``, ``metrics.index``)."""
-    from serving.ann import write_domain_indexes
+    from xemb.serving.ann import write_domain_indexes
 
     search, records = write_domain_indexes(out, full, ctx.ds.item_ids, ctx.ds.item_domain,
                                            ctx.ds.domains, ctx.cfg.index, layout.index_file)
@@ -166,7 +166,7 @@ def _add_profiles(ctx: BuildContext, out: Path, manifest: Manifest) -> None:
     checksummed files), its rows and vector width the manifest."""
     if "profile" not in ctx.keys:
         return
-    from embedders.generate import generator_fingerprint
+    from xemb.embedders.generate import generator_fingerprint
 
     path = out / layout.USER_PROFILES
     link_or_copy(ctx.out("profile") / layout.USER_PROFILES, path)
@@ -288,8 +288,8 @@ def _make_published(ctx: BuildContext, version: str) -> None:
 def _check_loadable(ctx: BuildContext, version: str) -> None:
     """Load it the way the gRPC server will (tables, indexes, ONNX, smoke requests), so a
     version a server would refuse is never published."""
-    from serving.retrieval import SearchKnobs
-    from serving.version import load_version
+    from xemb.serving.retrieval import SearchKnobs
+    from xemb.serving.version import load_version
 
     load_version(ctx.store, version, SearchKnobs())
 
@@ -305,7 +305,7 @@ def _feast_history(ctx: BuildContext) -> None:
     """Offline rows follow the switch (stamped with its time); derived from the switch log,
     so a failure here is repaired by the next switch, build or ``xemb feast export``."""
     try:
-        from feature_repo.publish import after_switch
+        from xemb.feature_repo.publish import after_switch
 
         after_switch(ctx.store)
     except Exception as exc:  # the switch itself is done and recorded
@@ -321,7 +321,7 @@ def collect_garbage(ctx: BuildContext, building: str | None = None) -> None:
     if removed or removed_tmp:
         log(f"gc: removed {removed + removed_tmp}")
     if ctx.cfg.feast.enabled:
-        from feature_repo.publish import collect_garbage as feast_gc
+        from xemb.feature_repo.publish import collect_garbage as feast_gc
 
         try:
             out = feast_gc(ctx.store, keep=building)
@@ -337,7 +337,7 @@ def _discard(ctx: BuildContext, version: str) -> None:
     try:
         ctx.store.discard(version)
         if ctx.cfg.feast.enabled:
-            from feature_repo.publish import collect_garbage as feast_gc
+            from xemb.feature_repo.publish import collect_garbage as feast_gc
 
             feast_gc(ctx.store)
     except Exception as exc:  # the original failure matters more; gc retries later
@@ -349,7 +349,7 @@ def _stage_version(ctx: BuildContext, semantic: np.ndarray, lib: IntentLibrary, 
     parity: dict[str, float] = {}
     parity["adapter"], sess = _export_adapter(ctx, semantic, out)
     if ctx.cfg.build.engine == "ray":  # replicas of adapter.onnx on an actor pool
-        from embedders.engine_ray import materialize_items as on_ray
+        from xemb.embedders.engine_ray import materialize_items as on_ray
 
         t, r, f, warm = on_ray(ctx, out / layout.ADAPTER_ONNX, semantic)
     else:
@@ -380,7 +380,7 @@ def _publish_feast(ctx: BuildContext, version: str) -> None:
     if not ctx.cfg.feast.enabled:
         return
     try:
-        from feature_repo.publish import publish_to_feast
+        from xemb.feature_repo.publish import publish_to_feast
     except ImportError:
         log("publish: feature_repo.publish not available; skipping Feast")
         return

@@ -3,7 +3,7 @@ published version: valid and test metrics beside baselines and yardsticks, HR@K 
 ablation table, training curves, the atomic intents, the quality gate and serving latency.
 
 :func:`collect` gathers everything (scoring valid and test through the served path, exactly as
-``xemb eval``); :func:`embedders.report_html.render` draws it. Every input may be missing (an
+``xemb eval``); :func:`xemb.embedders.report_html.render` draws it. Every input may be missing (an
 older manifest, no ablation run, no benchmark file): its section then says why.
 
 Input files (all optional):
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from xemb.embedders.evaluate import Ranks, baseline_ranks, served_items, served_ranks
+from xemb.embedders.intents import IntentLibrary, intent_report
 
-from embedders.evaluate import Ranks, baseline_ranks, served_items, served_ranks
-from embedders.intents import IntentLibrary, intent_report
 from xemb import layout
 from xemb.intent_stats import intent_entropy, row_entropy
 from xemb.settings import XembConfig
@@ -163,8 +163,8 @@ def _targets(result: SplitResult | Missing, domains: list[str]) -> dict[str, int
 def collect(cfg: XembConfig, version: str | None = None, yardsticks: Path | None = None,
             bench: Path | None = None, ablations: Path | None = None) -> ReportInputs:
     """Score ``version`` (default: current) on valid and test and read the optional inputs."""
-    from embedders.data import load_dataset
-    from embedders.pipeline import semantic_vectors
+    from xemb.embedders.data import load_dataset
+    from xemb.embedders.pipeline import semantic_vectors
 
     store = VersionStore(cfg.build.root)
     version = version or store.current()

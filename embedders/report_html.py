@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-
-from embedders import report_plots as plots
-from embedders.evaluate import Ranks, metrics_from_ranks
-from embedders.report import MODEL, IntentView, Missing, ReportInputs, SplitResult
+from xemb.embedders import report_plots as plots
+from xemb.embedders.evaluate import Ranks, metrics_from_ranks
+from xemb.embedders.report import MODEL, IntentView, Missing, ReportInputs, SplitResult
 
 __all__ = ["render", "SECTIONS"]
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import torch
-
-from embedders.context import (
+from xemb.embedders.context import (
     BuildContext,
     item_vectors,
     load_adapter,
@@ -21,19 +20,20 @@ from embedders.context import (
     new_composer,
     no_intents,
 )
-from embedders.distill import encode_with_student
-from embedders.encode import (
+from xemb.embedders.distill import encode_with_student
+from xemb.embedders.encode import (
     OnnxTextEncoder,
     TextEncoder,
     encode_items,
     load_encoder,
     semantic_file,
 )
-from embedders.evaluate import valid_score
-from embedders.intents import build_intents
-from embedders.models import Adapter, Composer
-from embedders.train import ItemIntents, train_adapter, train_composer
-from embedders.validation import Validator
+from xemb.embedders.evaluate import valid_score
+from xemb.embedders.intents import build_intents
+from xemb.embedders.models import Adapter, Composer
+from xemb.embedders.train import ItemIntents, train_adapter, train_composer
+from xemb.embedders.validation import Validator
+
 from xemb import layout
 from xemb.composer_io import ItemArrays
 
@@ -44,7 +44,7 @@ __all__ = ["adapt", "choose_prior_scale", "compose", "describe", "encode", "inte
 def describe(ctx: BuildContext, out: Path) -> None:
     """Generated descriptions of every item (cached per model, prompt and item text under
     ``<root>/cache/describe``, so a rebuild generates only what is new)."""
-    from embedders.describe import describe_table
+    from xemb.embedders.describe import describe_table
 
     table = describe_table(ctx.cfg.describe, ctx.ds.items,
                            ctx.cfg.build.root / "cache" / "describe", ctx.device, log)
@@ -54,7 +54,7 @@ def describe(ctx: BuildContext, out: Path) -> None:
 def profile(ctx: BuildContext, out: Path) -> None:
     """Hierarchical profiles of every training user (texts cached per model and prompt under
     ``<root>/cache/profile``), encoded by the build's item encoder (through the encode cache)."""
-    from embedders.profile import encode_profiles, histories, profile_table, profile_users
+    from xemb.embedders.profile import encode_profiles, histories, profile_table, profile_users
 
     cfg, root = ctx.cfg, ctx.cfg.build.root
     users = histories(ctx.ds, cfg.profile.recent_items)
@@ -76,7 +76,7 @@ def encode(ctx: BuildContext, out: Path) -> None:
         return
     encoder = load_encoder(cfg)  # on CPU for the export; then on build.device
     if cfg.export_onnx:
-        from embedders.export import export_encoder
+        from xemb.embedders.export import export_encoder
 
         diff = export_encoder(encoder, out, texts[:64], ctx.cfg.build.parity_tol,
                               cfg.max_length)
@@ -87,7 +87,7 @@ def encode(ctx: BuildContext, out: Path) -> None:
     if not isinstance(encoder, OnnxTextEncoder):
         encoder.to(ctx.device)  # type: ignore[attr-defined]
     if ctx.cfg.build.engine == "ray":  # the same batches, run by an actor pool of replicas
-        from embedders.engine_ray import RayEncoder
+        from xemb.embedders.engine_ray import RayEncoder
 
         encoder = RayEncoder(ctx.cfg, encoder, out / layout.ENCODER_ONNX
                              if isinstance(encoder, OnnxTextEncoder) else None)
@@ -124,7 +124,7 @@ def intents(ctx: BuildContext, out: Path) -> None:
     trans, _, _ = item_vectors(ctx, adapter, semantic)
     assign = None
     if ctx.cfg.build.engine == "ray":  # item -> intent assignment on an actor pool
-        from embedders.engine_ray import assigner
+        from xemb.embedders.engine_ray import assigner
 
         assign = assigner(ctx, trans)
     lib = build_intents(trans, ctx.ds.texts, ctx.ds.item_domain, ctx.ds.domains,

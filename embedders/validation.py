@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from xemb.embedders.data import Dataset
+from xemb.embedders.evaluate import EvalSet, eval_set, rank_metrics
 
-from embedders.data import Dataset
-from embedders.evaluate import EvalSet, eval_set, rank_metrics
 from xemb.composer_io import ItemArrays, composer_feeds
 
 __all__ = ["Validator"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feature_repo import names
+from xemb.feature_repo import names
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -44,8 +44,7 @@ def store_for(cfg: XembConfig) -> FeatureStore:
     """A FeatureStore built from the xemb config alone (no YAML file needed)."""
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
-
-    from feature_repo.repo_config import repo_config_dict
+    from xemb.feature_repo.repo_config import repo_config_dict
 
     root = Path(cfg.build.root)
     config = RepoConfig(**repo_config_dict(root, cfg.feast))
@@ -54,6 +53,6 @@ def store_for(cfg: XembConfig) -> FeatureStore:
 
 
 def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
-    from feature_repo.publish import publish_to_feast as publish
+    from xemb.feature_repo.publish import publish_to_feast as publish
 
     return publish(cfg, store, version)

@@ -1,7 +1,7 @@
-"""``python -m feature_repo publish|export``: see ``feature_repo/cli.py``."""
+"""``python -m xemb.feature_repo publish|export``: see ``feature_repo/cli.py``."""
 
 import sys
 
-from feature_repo.cli import main
+from xemb.feature_repo.cli import main
 
 sys.exit(main())

@@ -24,7 +24,7 @@ _USER_VERSION_KEYS = ("user_vector_version", "user_vector_request__user_vector_v
 
 
 def item_user_affinity(inputs: dict) -> dict:
-    from feature_repo.affinity import affinity_from_inputs
+    from xemb.feature_repo.affinity import affinity_from_inputs
 
     return affinity_from_inputs(inputs)
 

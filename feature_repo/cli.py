@@ -1,4 +1,4 @@
-"""``xemb feast ...`` / ``python -m feature_repo ...``: Feast publishing outside a build.
+"""``xemb feast ...`` / ``python -m xemb.feature_repo ...``: Feast publishing outside a build.
 
     publish -c xemb.yaml [--version V] [--set-current]   export, apply, materialize, verify
     export --root DIR                                     offline history from the switch log
@@ -20,7 +20,7 @@ __all__ = ["register", "main"]
 
 
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
-    from feature_repo.publish import publish_to_feast
+    from xemb.feature_repo.publish import publish_to_feast
 
     overrides = {"build.root": str(args.root.resolve())} if args.root else None
     cfg = load_config(args.config, overrides)
@@ -28,7 +28,7 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     version = args.version or store.current()
     out = publish_to_feast(cfg, store, version)
     if args.set_current:
-        from feature_repo.publish import after_switch
+        from xemb.feature_repo.publish import after_switch
 
         store.set_current(version)
         out["history"] = after_switch(store)
@@ -36,7 +36,7 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
-    from feature_repo.offline import sync_history
+    from xemb.feature_repo.offline import sync_history
 
     return sync_history(VersionStore(args.root))
 
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m feature_repo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m xemb.feature_repo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -9,7 +9,8 @@ relative to ``<root>/feast``; here they are absolute, because this folder is the
 
 import os
 
-from feature_repo.repo import build_definitions
+from xemb.feature_repo.repo import build_definitions
+
 from xemb.errors import ConfigError
 
 _root = os.environ.get("XEMB_ROOT")

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from feature_repo import names
-from feature_repo.publish import (
+from xemb.feature_repo import names
+from xemb.feature_repo.publish import (
     FeastPublishError,
     _drop_stale_slots,
     _online,
@@ -32,6 +31,7 @@ from feature_repo.publish import (
     _write_metrics,
     publish_to_feast,
 )
+
 from xemb.errors import XembError
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ def publish_derived(cfg: XembConfig, store: VersionStore, version: str, base: st
 
 def _derive(cfg: XembConfig, store: VersionStore, version: str, base: str,
             new_ids: np.ndarray) -> dict[str, Any] | None:
-    from feature_repo.repo import build_definitions
-    from feature_repo.slots import SqliteSlots
+    from xemb.feature_repo.repo import build_definitions
+    from xemb.feature_repo.slots import SqliteSlots
 
     clock = time.perf_counter()
     out: dict[str, Any] = {"derived_from": base}
@@ -115,7 +115,7 @@ def _seed(slots: Any, base: str, version: str) -> None:
 def _write_items(fs: FeatureStore, store: VersionStore, version: str, new_ids: np.ndarray,
                  batch_rows: int) -> None:
     """Only the new items' rows, in Feast's schema, through ``write_to_online_store``."""
-    from feature_repo.offline import version_batches
+    from xemb.feature_repo.offline import version_batches
 
     wanted = pa.array(np.asarray(new_ids, np.int64))
     at = datetime.now(timezone.utc)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 from feast.value_type import ValueType
+from xemb.feature_repo import names
 
-from feature_repo import names
 from xemb.errors import InvalidArgument
 
 __all__ = ["check_entity_rows", "join_key_types"]

@@ -43,11 +43,11 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import Field, StrictStr
+from xemb.feature_repo import names
+from xemb.feature_repo.entities import check_entity_rows, join_key_types
+from xemb.feature_repo.slots import RedisSlots, Slots, SqliteSlots
+from xemb.feature_repo.verify import expected_rows, verify_slot
 
-from feature_repo import names
-from feature_repo.entities import check_entity_rows, join_key_types
-from feature_repo.slots import RedisSlots, Slots, SqliteSlots
-from feature_repo.verify import expected_rows, verify_slot
 from xemb.errors import FailedPrecondition, InvalidArgument, NoCurrentVersion, Unavailable
 from xemb.store import VersionStore
 
@@ -59,8 +59,8 @@ Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 
 class XembOnlineStoreConfig(FeastConfigBaseModel):
-    type: Literal["feature_repo.online_store.XembOnlineStore"] = (
-        "feature_repo.online_store.XembOnlineStore")
+    type: Literal["xemb.feature_repo.online_store.XembOnlineStore"] = (
+        "xemb.feature_repo.online_store.XembOnlineStore")
     root: StrictStr
     """The xemb root: ``CURRENT`` there picks the version readers get. A relative path is
     relative to the folder of ``feature_store.yaml`` (the build writes ``..``)."""
@@ -208,7 +208,7 @@ class XembOnlineStore(OnlineStore):
                 raise FailedPrecondition(
                     f"version {version} is current under {record.root} but is not "
                     f"materialized in the Feast online store ({config.online_store.backend}); "
-                    f"run `python -m feature_repo publish` for it")
+                    f"run `python -m xemb.feature_repo publish` for it")
             self._ready.add(version)
         return version
 

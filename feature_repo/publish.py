@@ -16,13 +16,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from feature_repo import names
+from xemb.feature_repo import names
+
 from xemb.errors import FailedPrecondition, XembError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from xemb.feature_repo.online_store import XembOnlineStore
 
-    from feature_repo.online_store import XembOnlineStore
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
@@ -36,8 +37,7 @@ class FeastPublishError(FailedPrecondition):
 
 def _open(root: Path, cfg: XembConfig) -> FeatureStore:
     from feast import FeatureStore
-
-    from feature_repo.repo_config import write_yaml
+    from xemb.feature_repo.repo_config import write_yaml
 
     path = write_yaml(root, cfg.feast)
     return FeatureStore(repo_path=str(path.parent), fs_yaml_file=path)
@@ -67,10 +67,10 @@ def _materialize(fs: FeatureStore, store: VersionStore, version: str, ts: dateti
     With ``build.engine: ray`` Feast writers on a Ray actor pool write the rows (and the rows
     written are counted against the tables).
     """
-    from feature_repo.offline import version_batches
+    from xemb.feature_repo.offline import version_batches
 
     if cfg.build.engine == "ray":
-        from embedders.engine_ray import write_online_rows
+        from xemb.embedders.engine_ray import write_online_rows
 
         write_online_rows(store, version, ts, chunk_rows, cfg.build,
                           sqlite=cfg.feast.online_store == "sqlite")
@@ -83,8 +83,8 @@ def _materialize(fs: FeatureStore, store: VersionStore, version: str, ts: dateti
 
 
 def _publish(cfg: XembConfig, store: VersionStore, version: str) -> dict[str, Any]:
-    from feature_repo.repo import build_definitions
-    from feature_repo.verify import expected_rows
+    from xemb.feature_repo.repo import build_definitions
+    from xemb.feature_repo.verify import expected_rows
 
     clock, out = time.perf_counter(), cast(dict[str, Any], {})
     out["rows"] = dict(zip(names.TABLES, expected_rows(store, version).values(), strict=True))
@@ -135,7 +135,7 @@ def publish_to_feast(cfg: XembConfig, store: VersionStore, version: str) -> dict
 
 def slot_ready(root: Path, version: str) -> bool:
     """Whether ``version``'s online slot under ``root`` was verified and marked ready."""
-    from feature_repo import get_feature_store
+    from xemb.feature_repo import get_feature_store
 
     fs = get_feature_store(root)
     return _online(fs).slots(fs.config).ready_info(version) is not None
@@ -143,7 +143,7 @@ def slot_ready(root: Path, version: str) -> bool:
 
 def after_switch(store: VersionStore) -> dict[str, Any]:
     """Bring the offline history up to the switch log (call after every switch)."""
-    from feature_repo.offline import sync_history
+    from xemb.feature_repo.offline import sync_history
 
     return sync_history(store)
 
@@ -151,7 +151,7 @@ def after_switch(store: VersionStore) -> dict[str, Any]:
 def collect_garbage(store: VersionStore, keep: str | None = None) -> dict[str, Any]:
     """Drop online slots of versions that are not published (failed builds, gc'd versions)
     and offline rows that no switch accounts for. Needs the root's feature_store.yaml."""
-    from feature_repo import get_feature_store
+    from xemb.feature_repo import get_feature_store
 
     out: dict[str, Any] = {"history": after_switch(store), "dropped_slots": []}
     if names.yaml_path(store.root).is_file():

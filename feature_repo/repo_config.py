@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from xemb.feature_repo import names
 
-from feature_repo import names
 from xemb.settings.feast import FeastConfig
 
 __all__ = ["repo_config_dict", "write_yaml", "ONLINE_STORE_TYPE", "REGISTRY_STORE_TYPE"]
 
-ONLINE_STORE_TYPE = "feature_repo.online_store.XembOnlineStore"
-REGISTRY_STORE_TYPE = "feature_repo.registry_store.AtomicFileRegistryStore"
+ONLINE_STORE_TYPE = "xemb.feature_repo.online_store.XembOnlineStore"
+REGISTRY_STORE_TYPE = "xemb.feature_repo.registry_store.AtomicFileRegistryStore"
 
 
 def repo_config_dict(root: str | Path, feast: FeastConfig | None = None) -> dict[str, Any]:

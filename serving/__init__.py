@@ -2,8 +2,8 @@
 
 Public API (imported lazily, so ``import serving`` stays cheap and never imports torch):
 
-* :func:`create_server` / :func:`serve` (``serving.server``)
-* :class:`XembClient` (``serving.client``)
+* :func:`create_server` / :func:`serve` (``xemb.serving.server``)
+* :class:`XembClient` (``xemb.serving.client``)
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 __all__ = ["create_server", "serve", "XembClient"]
 
-_WHERE = {"create_server": "serving.server", "serve": "serving.server",
-          "XembClient": "serving.client"}
+_WHERE = {"create_server": "xemb.serving.server", "serve": "xemb.serving.server",
+          "XembClient": "xemb.serving.client"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Generate the Python stubs in ``xemb/v1`` from ``proto/`` (run ``python -m serving._gen``).
+"""Generate the Python stubs in ``xemb/v1`` from ``proto/`` (run ``python -m xemb.serving._gen``).
 
 The stubs are committed and never edited by hand; ``tests/unit/test_serving_proto.py`` checks
 that regenerating gives identical files. Needs the ``dev`` extra (grpcio-tools).

@@ -2,7 +2,7 @@
 
 The index type follows the domain's size (``index:`` config): HNSW up to ``hnsw_max_items``,
 IVF above (flat or PQ codes), trained on a bounded sample. Each index is then measured the way
-the server searches it (:class:`serving.retrieval.DomainIndex`): recall@100 against exact
+the server searches it (:class:`xemb.serving.retrieval.DomainIndex`): recall@100 against exact
 search, item vectors as queries, for a ladder of ``efSearch``/``nprobe`` values; the smallest
 value that reaches ``recall_target`` is what the manifest records (``params.search``) and what
 servers use unless their config sets the knob. A domain whose HNSW graph misses the target at
@@ -22,8 +22,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+from xemb.serving.retrieval import DEFAULT_EF_SEARCH, DomainIndex, SearchKnobs, params_factory
 
-from serving.retrieval import DEFAULT_EF_SEARCH, DomainIndex, SearchKnobs, params_factory
 from xemb.settings.index import IndexConfig
 
 __all__ = ["choose_kind", "build_index", "measure", "write_domain_indexes", "recall_at"]

@@ -26,7 +26,7 @@ __all__ = ["register"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.server import serve
+    from xemb.serving.server import serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
     return serve(config_from_args(args), port=args.port)
@@ -46,7 +46,7 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def _client(args: argparse.Namespace):
-    from serving.client import XembClient
+    from xemb.serving.client import XembClient
 
     target = args.target
     if target is None:

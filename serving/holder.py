@@ -16,8 +16,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from serving.validation import shown
-from serving.version import LoadedVersion
+from xemb.serving.validation import shown
+from xemb.serving.version import LoadedVersion
+
 from xemb.errors import VersionIntegrityError, VersionNotFound, XembError
 from xemb.store import VersionStore
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
+from xemb.serving.admission import Admission
+from xemb.serving.decoding import Undecodable, lenient
+from xemb.serving.metrics import Metrics
 
-from serving.admission import Admission
-from serving.decoding import Undecodable, lenient
-from serving.metrics import Metrics
 from xemb.errors import (
     ConfigError,
     DeadlineExceeded,

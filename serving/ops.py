@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from xemb.serving.version import LoadedVersion
 
-from serving.version import LoadedVersion
 from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
 from xemb.intent_stats import row_entropy
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from xemb.serving.admission import Admission, AdmissionExecutor
+from xemb.serving.holder import VersionHolder
+from xemb.serving.interceptors import ServiceInterceptor, TokenAuth
+from xemb.serving.metrics import Metrics
+from xemb.serving.retrieval import SearchKnobs
+from xemb.serving.servicer import EmbeddingServicer
+from xemb.serving.version import load_version
 
-from serving.admission import Admission, AdmissionExecutor
-from serving.holder import VersionHolder
-from serving.interceptors import ServiceInterceptor, TokenAuth
-from serving.metrics import Metrics
-from serving.retrieval import SearchKnobs
-from serving.servicer import EmbeddingServicer
-from serving.version import load_version
 from xemb.errors import ConfigError, Unavailable
 from xemb.settings import XembConfig
 from xemb.settings.serving import ServingConfig

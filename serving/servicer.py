@@ -12,12 +12,12 @@ import threading
 
 import grpc
 import numpy as np
+from xemb.serving import batch, ops
+from xemb.serving import validation as check
+from xemb.serving.holder import VersionHolder
+from xemb.serving.version import LoadedVersion
+from xemb.serving.wire import to_tensor
 
-from serving import batch, ops
-from serving import validation as check
-from serving.holder import VersionHolder
-from serving.version import LoadedVersion
-from serving.wire import to_tensor
 from xemb.errors import Cancelled, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from xemb.settings.serving import ServingConfig
 from xemb.store import Manifest

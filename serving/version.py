@@ -12,10 +12,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-
-from serving.models import ColdStartEncoder, Composer
-from serving.retrieval import DomainIndex, SearchKnobs, load_index
-from serving.tables import (
+from xemb.serving.models import ColdStartEncoder, Composer
+from xemb.serving.retrieval import DomainIndex, SearchKnobs, load_index
+from xemb.serving.tables import (
     IntentTable,
     ItemTable,
     UserTable,
@@ -23,6 +22,7 @@ from serving.tables import (
     load_users,
     read_intents,
 )
+
 from xemb import layout
 from xemb.errors import VersionIntegrityError
 from xemb.store import Manifest, VersionStore

@@ -83,8 +83,7 @@ def make_tiny_bert(dst: Path) -> Path:
     transformers loading path, in milliseconds per batch."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from embedders.encode import default_model_path
+    from xemb.embedders.encode import default_model_path
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
@@ -111,7 +110,8 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path,
                tiny_bert: Path) -> TinyBuild:
     """One real build of a small slice, shared by the whole session (read-only!)."""
     pytest.importorskip("torch", reason="the offline job needs the 'offline' extra")
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
+
     from xemb.settings import load_config
     from xemb.store import VersionStore
 

@@ -57,7 +57,7 @@ class NewItems:
 def read_new_items(file: Path, text_fields: list[str], domains: list[str],
                    existing: np.ndarray) -> NewItems:
     """Read and validate ``file`` (CSV/TSV/Parquet); errors name the file, row and field."""
-    from embedders.data import _image_paths, _int_ids, _item_text, read_table
+    from xemb.embedders.data import _image_paths, _int_ids, _item_text, read_table
 
     table = read_table(file)
     where = str(file)
@@ -104,7 +104,7 @@ def _domain_codes(table: pa.Table, domains: list[str], where: str) -> np.ndarray
 def _encode(base: Path, items: NewItems, threads: int) -> dict[str, np.ndarray]:
     """transferable/residual/full per new item through the published encoder + adapter
     (the encoder on ``threads`` intra-op threads: this is a batch job, not a server call)."""
-    from serving.models import ColdStartEncoder
+    from xemb.serving.models import ColdStartEncoder
 
     enc = ColdStartEncoder(base / layout.ENCODER_DIR, base / layout.ADAPTER_ONNX, threads)
     parts: dict[str, np.ndarray] = {}
@@ -124,7 +124,7 @@ def _assign_intents(base: Path, transferable: np.ndarray, top_m: int, temperatur
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The intents stage's assignment (embedders/intents.py::build_intents) against the
     published centroids: unit-normalise, nearest top_m by inner product, softmax."""
-    from embedders.intents import _softmax, _unit
+    from xemb.embedders.intents import _softmax, _unit
 
     table = pq.read_table(base / layout.INTENTS, columns=["intent_id", "vector"])
     table = table.sort_by("intent_id")
@@ -207,7 +207,7 @@ def _new_manifest(base: Manifest, version: str, items: NewItems, seconds: dict[s
 
 # ---- the lifecycle ---------------------------------------------------------------------
 def feast_fingerprint(cfg: XembConfig) -> str | None:
-    """Same as ``embedders.publish.feast_fingerprint`` (that module needs torch)."""
+    """Same as ``xemb.embedders.publish.feast_fingerprint`` (that module needs torch)."""
     if not cfg.feast.enabled:
         return None
     return config_hash(cfg, ("feast",), include={"online_store", "redis_url", "project"})
@@ -249,13 +249,13 @@ def _stage(store: VersionStore, cfg: XembConfig, base_version: str, file: Path,
 def _publish(store: VersionStore, cfg: XembConfig, version: str, base_version: str,
              new_ids: np.ndarray) -> None:
     """verify -> loadable like the server loads it -> Feast slot -> ledger (published)."""
-    from serving.retrieval import SearchKnobs
-    from serving.version import load_version
+    from xemb.serving.retrieval import SearchKnobs
+    from xemb.serving.version import load_version
 
     try:
         load_version(store, version, SearchKnobs())  # verifies every checksum first
         if cfg.feast.enabled:  # SQLite: the base's slot + the new rows; else everything
-            from feature_repo.derive import publish_derived
+            from xemb.feature_repo.derive import publish_derived
 
             publish_derived(cfg, store, version, base_version, new_ids)
         record = store.published_record(base_version) or {}
@@ -271,7 +271,7 @@ def _discard(store: VersionStore, cfg: XembConfig, version: str) -> None:
     try:
         store.discard(version)
         if cfg.feast.enabled:
-            from feature_repo.publish import collect_garbage as feast_gc
+            from xemb.feature_repo.publish import collect_garbage as feast_gc
 
             feast_gc(store)
     except Exception as exc:  # the original failure matters more; the next build cleans up
@@ -284,7 +284,7 @@ def _after_switch(store: VersionStore, cfg: XembConfig) -> None:
     if not cfg.feast.enabled:
         return
     try:
-        from feature_repo.publish import collect_garbage as feast_gc
+        from xemb.feature_repo.publish import collect_garbage as feast_gc
 
         feast_gc(store)  # brings the offline history up to the switch log, drops old slots
     except Exception as exc:

@@ -62,7 +62,7 @@ def _require_feast_slot(store: VersionStore, version: str) -> None:
     if not (store.root / "feast" / "feature_store.yaml").is_file():
         return
     try:
-        from feature_repo.publish import slot_ready
+        from xemb.feature_repo.publish import slot_ready
     except ImportError:
         return
     if not slot_ready(store.root, version):
@@ -75,7 +75,7 @@ def _after_switch(store: VersionStore) -> None:
     if not (store.root / "feast").is_dir():
         return
     try:
-        from feature_repo.publish import after_switch
+        from xemb.feature_repo.publish import after_switch
     except ImportError:
         return
     after_switch(store)
@@ -108,7 +108,7 @@ def _register_store_commands(sub: argparse._SubParsersAction) -> None:
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands of each layer; a layer whose extra is not installed is skipped."""
     out: list[Callable[[argparse._SubParsersAction], None]] = [_register_store_commands]
-    for module in ("embedders.cli", "serving.cli", "feature_repo.cli"):
+    for module in ("xemb.embedders.cli", "xemb.serving.cli", "xemb.feature_repo.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

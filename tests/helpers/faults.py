@@ -11,9 +11,10 @@ __all__ = ["publish_until_killed"]
 def publish_until_killed(config_json: str, version: str, fraction: float) -> None:
     """Run ``publish_to_feast`` and SIGKILL this process once ``fraction`` of the rows
     were written to the online store (between two committed write batches)."""
-    from feature_repo.online_store import XembOnlineStore
-    from feature_repo.publish import publish_to_feast
-    from feature_repo.verify import expected_rows
+    from xemb.feature_repo.online_store import XembOnlineStore
+    from xemb.feature_repo.publish import publish_to_feast
+    from xemb.feature_repo.verify import expected_rows
+
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 

@@ -50,8 +50,9 @@ def _before(fn: Callable[..., Any], marker: Path) -> Callable[..., Any]:
 
 
 def install(point: str, marker: Path) -> None:
-    from embedders import graph, publish
-    from feature_repo.online_store import XembOnlineStore
+    from xemb.embedders import graph, publish
+    from xemb.feature_repo.online_store import XembOnlineStore
+
     from xemb.store import VersionStore
 
     cached = {s.name: i for i, s in enumerate(graph.STAGES) if s.run is not None}
@@ -72,7 +73,8 @@ def install(point: str, marker: Path) -> None:
 
 
 def _child(config: str, point: str, marker: str) -> None:
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
+
     from xemb.settings import load_config
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -88,11 +90,11 @@ def _child(config: str, point: str, marker: str) -> None:
 
 
 def zygote() -> int:
-    import embedders.pipeline  # noqa: F401 - the heavy imports, once
-    import embedders.publish  # noqa: F401
-    import feature_repo.online_store  # noqa: F401
-    import feature_repo.publish  # noqa: F401
-    import serving.version  # noqa: F401
+    import xemb.embedders.pipeline  # noqa: F401 - the heavy imports, once
+    import xemb.embedders.publish  # noqa: F401
+    import xemb.feature_repo.online_store  # noqa: F401
+    import xemb.feature_repo.publish  # noqa: F401
+    import xemb.serving.version  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed children are reaped by the kernel
     print("ready", flush=True)
@@ -106,7 +108,8 @@ def zygote() -> int:
 
 
 def main(argv: list[str]) -> int:
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
+
     from xemb.settings import load_config
 
     if argv == ["--zygote"]:

@@ -26,8 +26,8 @@ from xemb.settings.index import IndexConfig
 from xemb.store import Manifest, VersionStore
 
 if TYPE_CHECKING:
-    from serving.client import XembClient
-    from serving.server import XembServer
+    from xemb.serving.client import XembClient
+    from xemb.serving.server import XembServer
 
 __all__ = ["publish_synthetic", "clone_version", "copy_published", "running", "SYNTH_DOMAINS"]
 
@@ -189,7 +189,7 @@ def publish_synthetic(root: str | Path, *, seed: int = 0, n_items: int = 600, d:
 
     ``ipc`` also writes the memory-mapped serving tables (``items.arrow``, ``users.arrow``)
     as publish does; without it the version looks like one published before them. ``index``
-    builds, measures and records the indexes with publish's own code (``serving.ann``)
+    builds, measures and records the indexes with publish's own code (``xemb.serving.ann``)
     instead of a fixed small HNSW. ``clustered`` draws item vectors from a mixture of
     Gaussians (no duplicate vectors, as in a real catalogue) instead of from 3 of 15 words."""
     rng = np.random.default_rng(seed)
@@ -243,7 +243,7 @@ def _fixed_indexes(stage: Path, items: pa.Table, full: np.ndarray) -> None:
 
 def _measured_indexes(stage: Path, items: pa.Table, full: np.ndarray,
                       index: IndexConfig) -> tuple[dict, dict]:
-    from serving.ann import write_domain_indexes
+    from xemb.serving.ann import write_domain_indexes
 
     codes = np.array([SYNTH_DOMAINS.index(x) for x in items.column("domain").to_pylist()])
     return write_domain_indexes(stage, full.astype(np.float32), items.column("item_id")
@@ -292,8 +292,9 @@ def _reindex(stage: Path, manifest: Manifest, table: pa.Table) -> None:
 @contextmanager
 def running(root: str | Path, **serving: object) -> Iterator[tuple[XembServer, XembClient]]:
     """A started server on a free loopback port with a client to it; stopped on exit."""
-    from serving.client import XembClient
-    from serving.server import create_server
+    from xemb.serving.client import XembClient
+    from xemb.serving.server import create_server
+
     from xemb.settings import XembConfig
 
     config = XembConfig.model_validate({"serving": {"port": 0, "poll_interval_s": 0,

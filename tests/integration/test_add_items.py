@@ -17,8 +17,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from xemb.feature_repo import names
 
-from feature_repo import names
 from tests.helpers.synthetic_serving import running
 from xemb import layout
 from xemb.errors import DataValidationError
@@ -126,7 +126,7 @@ def test_add_items_end_to_end(copied, tmp_path, capsys):
 
 
 def _feast(root, ids, features) -> dict:
-    from feature_repo import get_feature_store
+    from xemb.feature_repo import get_feature_store
 
     fs = get_feature_store(root)
     return fs.get_online_features(features=[f"{names.ITEM_VIEW}:{f}" for f in features],

@@ -108,7 +108,7 @@ def test_faiss_index_per_domain(tiny_build) -> None:
 
 
 def test_rebuild_with_nothing_changed_is_a_no_op(tiny_build) -> None:
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
 
     assert build(tiny_build.config).version == tiny_build.manifest.version
 

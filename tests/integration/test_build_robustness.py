@@ -49,8 +49,8 @@ def test_killed_build_leaves_current_unchanged(tiny_build, tmp_path: Path) -> No
 
 
 def test_training_is_deterministic_under_a_seed(tiny_build) -> None:
-    from embedders.pipeline import prepare
-    from embedders.train import train_adapter
+    from xemb.embedders.pipeline import prepare
+    from xemb.embedders.train import train_adapter
 
     ctx = prepare(tiny_build.config)
     sem = np.load(ctx.out("encode") / "semantic.npy")
@@ -67,7 +67,7 @@ def test_training_is_deterministic_under_a_seed(tiny_build) -> None:
 
 
 def test_encode_cache_reencodes_only_changed_items(tiny_build, tmp_path: Path) -> None:
-    from embedders.encode import encode_items, load_encoder
+    from xemb.embedders.encode import encode_items, load_encoder
 
     enc = load_encoder(tiny_build.config.encoder)
     texts = ["green tea", "cast iron pan", "dark chocolate"]
@@ -106,8 +106,8 @@ def _tiny_clip(dst: Path) -> Path:
 
 def test_multimodal_build_with_tiny_clip(tmp_path: Path) -> None:
     from PIL import Image
+    from xemb.embedders.pipeline import build
 
-    from embedders.pipeline import build
     from xemb.settings import load_config
 
     data = tmp_path / "data"

@@ -19,8 +19,7 @@ def make_tiny_gpt2(dst: Path) -> Path:
     """A GPT-2 with small random weights and MiniLM's (WordPiece) tokenizer."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from embedders.encode import default_model_path
+    from xemb.embedders.encode import default_model_path
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
@@ -52,7 +51,7 @@ def _cfg(model: Path, **kw):  # type: ignore[no-untyped-def]
 
 
 def test_batched_left_padded_generation_is_greedy_and_cached(gpt2: Path, tmp_path: Path) -> None:
-    from embedders.describe import Generator, describe_items
+    from xemb.embedders.describe import Generator, describe_items
 
     cfg = _cfg(gpt2, prompts={"description_general": "describe {title}:",
                               "description_domain": "a {domain} item, {title} (#{item_id}):"})
@@ -71,7 +70,8 @@ def test_batched_left_padded_generation_is_greedy_and_cached(gpt2: Path, tmp_pat
 
 
 def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> None:
-    from embedders.describe import describe_items
+    from xemb.embedders.describe import describe_items
+
     from xemb.errors import ConfigError
 
     with pytest.raises(ConfigError, match="brand"):
@@ -99,7 +99,7 @@ def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
 _CHILD = """
 import sys, time
 from pathlib import Path
-from embedders import describe
+from xemb.embedders import describe
 from xemb.settings.offline import DescribeConfig
 slow = describe.Generator.generate
 def generate(self, prompts):
@@ -114,7 +114,8 @@ describe.describe_items(cfg, items, Path(sys.argv[2]))
 
 
 def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
-    from embedders.describe import describe_items
+    from xemb.embedders.describe import describe_items
+
     from xemb.settings.offline import DescribeConfig
 
     cache = tmp_path / "cache"
@@ -162,10 +163,10 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
     import shutil
 
     import pyarrow.parquet as pq
+    from xemb.embedders.describe import with_descriptions
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.feature_repo import get_feature_store
 
-    from embedders.describe import with_descriptions
-    from embedders.pipeline import build, prepare
-    from feature_repo import get_feature_store
     from xemb import layout
 
     cfg = _build_config(tmp_path, small_slice, tiny_bert, gpt2)
@@ -204,7 +205,7 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
 
 def test_describe_feeds_the_encode_key(small_slice: Path, tiny_bert: Path, gpt2: Path,
                                        tmp_path: Path) -> None:
-    from embedders.pipeline import prepare
+    from xemb.embedders.pipeline import prepare
 
     base = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2)).keys
     prompt = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2, prompts={

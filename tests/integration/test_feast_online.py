@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from xemb.feature_repo import get_feature_store, names, publish_to_feast
+from xemb.feature_repo.verify import expected_rows
 
-from feature_repo import get_feature_store, names, publish_to_feast
-from feature_repo.verify import expected_rows
 from tests.helpers.services import redis_binary, redis_server
 from tests.helpers.synthetic_feast import copy_version, derive_version, make_version
 from xemb import layout
@@ -272,7 +272,8 @@ def test_slots_of_garbage_collected_versions_are_dropped(
 @pytest.mark.redis
 @pytest.mark.parametrize("published", ["redis"], indirect=True)
 def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: Path) -> None:
-    from feature_repo import store_for
+    from xemb.feature_repo import store_for
+
     from tests.helpers.services import free_port
     from xemb.errors import Unavailable
 

@@ -87,7 +87,7 @@ def test_a_build_below_popularity_is_not_made_current(tmp_path, tiny_bert) -> No
 
 
 def test_verdict_rules() -> None:
-    from embedders.gate import verdict
+    from xemb.embedders.gate import verdict
 
     pop = {"a": {"HR@10": 0.2}, "b": {"HR@10": 0.1}}
     good = {"a": {"HR@10": 0.3}, "b": {"HR@10": 0.3}}
@@ -102,8 +102,8 @@ def test_events_without_split_hold_out_their_own_valid_users(tmp_path, tiny_bert
     """A user's own data (no split column): the build holds out valid users itself, selects
     on them, and reports their figures in the manifest."""
     import pandas as pd
+    from xemb.embedders.pipeline import build, prepare
 
-    from embedders.pipeline import build, prepare
     from xemb.settings import load_config
 
     (tmp_path / "data").mkdir()

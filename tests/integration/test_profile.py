@@ -15,7 +15,7 @@ from tests.helpers.killed_generation import kill_after_cached
 from tests.integration.test_describe import make_tiny_gpt2
 
 if TYPE_CHECKING:
-    from embedders.profile import History
+    from xemb.embedders.profile import History
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def _config(folder: Path, data: Path, bert: Path, gpt2: Path, **profile: object)
 @pytest.fixture
 def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Prompts the generator was asked for, per call (the describe/profile generator)."""
-    from embedders.generate import Generator
+    from xemb.embedders.generate import Generator
 
     calls: list[int] = []
     real = Generator.generate
@@ -76,10 +76,10 @@ def test_a_build_with_profiles_publishes_and_serves_them(
 
     import numpy as np
     import pyarrow.parquet as pq
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.embedders.profile import _domain_prompts, _profile_prompts, histories
+    from xemb.feature_repo import get_feature_store
 
-    from embedders.pipeline import build, prepare
-    from embedders.profile import _domain_prompts, _profile_prompts, histories
-    from feature_repo import get_feature_store
     from xemb import layout
 
     cfg = _config(tmp_path, small_slice, tiny_bert, gpt2)
@@ -126,7 +126,8 @@ def test_a_build_with_profiles_publishes_and_serves_them(
 
 def test_profile_off_leaves_every_stage_key_unchanged(
         small_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path) -> None:
-    from embedders.pipeline import prepare
+    from xemb.embedders.pipeline import prepare
+
     from tests.conftest import write_config
     from xemb.settings import load_config
 
@@ -172,7 +173,8 @@ def test_bad_profile_config_names_the_field(tmp_path: Path, profile: dict, field
 
 def test_profile_on_without_a_model_is_a_config_error(small_slice: Path, tiny_bert: Path,
                                                        tmp_path: Path) -> None:
-    from embedders.pipeline import prepare
+    from xemb.embedders.pipeline import prepare
+
     from xemb.errors import ConfigError
 
     cfg = _config(tmp_path, small_slice, tiny_bert, tmp_path / "no-such-model")
@@ -184,7 +186,7 @@ def test_profile_on_without_a_model_is_a_config_error(small_slice: Path, tiny_be
 _CHILD = """
 import sys, time
 from pathlib import Path
-from embedders import generate, profile
+from xemb.embedders import generate, profile
 from tests.integration.test_profile import _histories
 from xemb.settings.offline import ProfileConfig
 slow = generate.Generator.generate
@@ -198,14 +200,15 @@ profile.profile_users(cfg, _histories(), Path(sys.argv[2]))
 
 
 def _histories() -> list[History]:
-    from embedders.profile import History
+    from xemb.embedders.profile import History
 
     return [History(f"u{i}", {"food": [f"snack {i}", f"tea {i}"], "kitchen": [f"pan {i}"]})
             for i in range(8)]
 
 
 def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
-    from embedders.profile import profile_users
+    from xemb.embedders.profile import profile_users
+
     from xemb.settings.offline import ProfileConfig
 
     cache, users = tmp_path / "cache", _histories()
@@ -229,9 +232,9 @@ def test_a_version_without_profiles_has_no_rows_there(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
     import pandas as pd
+    from xemb.feature_repo import get_feature_store, publish_to_feast
+    from xemb.feature_repo.publish import after_switch
 
-    from feature_repo import get_feature_store, publish_to_feast
-    from feature_repo.publish import after_switch
     from tests.helpers.synthetic_feast import make_version
     from xemb.settings import XembConfig
     from xemb.store import VersionStore

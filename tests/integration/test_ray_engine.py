@@ -79,8 +79,8 @@ def test_same_item_vectors_and_intents(tiny_build: Any, ray_build: Any) -> None:
 
 
 def test_same_users_and_evaluation(tiny_build: Any, ray_build: Any) -> None:
-    from embedders.data import load_dataset
-    from embedders.evaluate import served_ranks
+    from xemb.embedders.data import load_dataset
+    from xemb.embedders.evaluate import served_ranks
 
     lu, ru = _table(tiny_build, layout.USERS), _table(ray_build, layout.USERS)
     np.testing.assert_allclose(_matrix(ru, "vector"), _matrix(lu, "vector"), atol=1e-5)
@@ -99,9 +99,9 @@ def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: Any,
                                                           ray_build: Any) -> None:
     """Every row went into the version's Feast slot through Ray's writers (counted, then
     verified by the slot check); the online vectors are the local engine's."""
-    from feature_repo import get_feature_store
-    from feature_repo.names import ITEM_KEY, ITEM_VIEW
-    from feature_repo.publish import slot_ready
+    from xemb.feature_repo import get_feature_store
+    from xemb.feature_repo.names import ITEM_KEY, ITEM_VIEW
+    from xemb.feature_repo.publish import slot_ready
 
     assert slot_ready(ray_build.root, ray_build.manifest.version)
     metrics = json.loads((ray_build.root / "feast" / "metrics" /
@@ -118,7 +118,8 @@ def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: Any,
 
 
 def test_item_count_check_names_missing_and_repeated_rows() -> None:
-    from embedders.engine_ray import _Tally
+    from xemb.embedders.engine_ray import _Tally
+
     from xemb.errors import VersionIntegrityError
 
     tally = _Tally(5)
@@ -131,7 +132,8 @@ def test_item_count_check_names_missing_and_repeated_rows() -> None:
 def test_cli_engine_flags_override_the_yaml(tmp_path: Path) -> None:
     import argparse
 
-    from embedders.cli import build_overrides
+    from xemb.embedders.cli import build_overrides
+
     from xemb.cli import config_from_args
     from xemb.errors import ConfigError
 

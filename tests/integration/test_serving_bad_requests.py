@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+from xemb.serving.interceptors import FIELD_KEY
+from xemb.serving.wire import to_tensor
 
-from serving.interceptors import FIELD_KEY
-from serving.wire import to_tensor
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from xemb.serving.client import UserQuery
 
-from serving.client import UserQuery
 from tests.helpers.synthetic_serving import (
     SYNTH_DOMAINS,
     clone_version,

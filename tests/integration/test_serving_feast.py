@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def feast_item_vectors(root, ids: np.ndarray, part: str = "full") -> np.ndarray:
     """Item vectors from Feast's get_online_features (the ranking path) for ``ids``."""
-    from feature_repo import get_feature_store, names
+    from xemb.feature_repo import get_feature_store, names
 
     fs = get_feature_store(root)
     rows = [{names.ITEM_KEY: int(i)} for i in ids]
@@ -24,7 +24,7 @@ def feast_item_vectors(root, ids: np.ndarray, part: str = "full") -> np.ndarray:
 
 
 def test_grpc_and_feast_agree_bit_for_bit(tmp_path):
-    feature_repo = pytest.importorskip("feature_repo")
+    feature_repo = pytest.importorskip("xemb.feature_repo")
     manifest = publish_synthetic(tmp_path, n_items=150)
     cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)},
                                      "feast": {"online_store": "sqlite"}})

@@ -13,9 +13,9 @@ import urllib.request
 import grpc
 import pytest
 import yaml
+from xemb.serving import ops
+from xemb.serving.client import XembClient
 
-from serving import ops
-from serving.client import XembClient
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from tests.helpers.wait import wait_for
 from xemb.errors import DeadlineExceeded, ResourceExhausted
@@ -80,8 +80,8 @@ def slow_encoder(monkeypatch):
     """Patches the cold-start encoder (after the server loaded): each batch is recorded and
     the first one waits until the test opens the gate. ``contexts`` are the calls' server
     contexts, so the test can wait until the server saw the caller leave."""
-    from serving import servicer
-    from serving.models import ColdStartEncoder
+    from xemb.serving import servicer
+    from xemb.serving.models import ColdStartEncoder
 
     entered, opened, batches, contexts = threading.Event(), threading.Event(), [], []
     real, real_guard = ColdStartEncoder.semantic, servicer.deadline_guard
@@ -168,7 +168,7 @@ def test_metrics_endpoint(root):
 SLOW_SERVE = """
 import os, sys, time
 from pathlib import Path
-from serving import ops
+from xemb.serving import ops
 real = ops.embeddings
 gate = Path(os.environ["XEMB_TEST_GATE"])
 def slow(v, ids, part):  # signal entry, then hold the call until the test opens the gate

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from xemb.serving.client import XembClient
 
-from serving.client import XembClient
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.errors import Unauthenticated, Unavailable
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, write_config
+from xemb.feature_repo import get_feature_store, names
 
-from feature_repo import get_feature_store, names
 from tests.helpers.killable_build import POINTS
 from tests.helpers.wait import wait_for
 from xemb.store import VersionStore
@@ -124,7 +124,7 @@ def _nothing_stale(store: VersionStore) -> None:
 
 def test_sigkill_at_every_stage_then_a_clean_rerun(tiny_build, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from embedders.pipeline import build
+    from xemb.embedders.pipeline import build
 
     root = _root_from(tiny_build, tmp_path)
     store = VersionStore(root)

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from xemb.serving import ops
 
-from serving import ops
 from tests.reliability.overload import ALLOWED, ramp
 from tests.reliability.serving_env import served
 

@@ -27,8 +27,8 @@ def _version(store: VersionStore, key: str, feast: str | None, current: bool) ->
 
 def test_feast_settings_and_gate_kept_versions(tmp_path: Path) -> None:
     """Issue 7.7: sqlite -> redis said "nothing changed" and Redis stayed empty."""
-    from embedders.pipeline import _up_to_date
-    from embedders.publish import feast_fingerprint
+    from xemb.embedders.pipeline import _up_to_date
+    from xemb.embedders.publish import feast_fingerprint
 
     sqlite = XembConfig.model_validate({"build": {"root": str(tmp_path)}})
     redis = XembConfig.model_validate({"build": {"root": str(tmp_path)},

@@ -21,7 +21,7 @@ def test_student_section_forbids_unknown_fields_and_resolves_its_path(tmp_path: 
 
 def test_distill_loss_is_zero_on_a_perfect_student_and_sees_relations() -> None:
     torch = pytest.importorskip("torch")
-    from embedders.distill import distill_loss
+    from xemb.embedders.distill import distill_loss
 
     t = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator()
                                                   .manual_seed(0)), dim=-1)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-
-from embedders.data import Dataset
-from embedders.evaluate import EvalSet, eval_set, rank_metrics
+from xemb.embedders.data import Dataset
+from xemb.embedders.evaluate import EvalSet, eval_set, rank_metrics
 
 
 def test_rank_metrics_by_hand() -> None:

@@ -6,8 +6,8 @@ import inspect
 
 import numpy as np
 import pytest
+from xemb.feature_repo import affinity
 
-from feature_repo import affinity
 from xemb.errors import FailedPrecondition, InvalidArgument
 
 

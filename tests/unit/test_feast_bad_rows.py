@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from feast.value_type import ValueType
+from xemb.feature_repo import affinity
+from xemb.feature_repo.entities import check_entity_rows
 
-from feature_repo import affinity
-from feature_repo.entities import check_entity_rows
 from xemb.errors import InvalidArgument
 
 TYPES = {"item_id": ValueType.INT64, "user_id": ValueType.STRING,

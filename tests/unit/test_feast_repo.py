@@ -14,14 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+from xemb.feature_repo import names
+from xemb.feature_repo.entities import check_entity_rows, join_key_types
+from xemb.feature_repo.offline import export_version, history_rows, sync_history
+from xemb.feature_repo.repo_config import repo_config_dict
 
-import feature_repo
-from feature_repo import names
-from feature_repo.entities import check_entity_rows, join_key_types
-from feature_repo.offline import export_version, history_rows, sync_history
-from feature_repo.repo_config import repo_config_dict
 from tests.helpers.synthetic_feast import make_version
-from xemb import layout
+from xemb import feature_repo, layout
 from xemb.errors import ConfigError, FailedPrecondition, InvalidArgument
 from xemb.settings import XembConfig
 from xemb.settings.feast import FeastConfig
@@ -38,14 +37,14 @@ def test_feastignore_covers_every_module_but_definitions() -> None:
 
 
 def test_importing_the_package_does_not_import_feast() -> None:
-    code = "import sys, feature_repo, feature_repo.names; print('feast' in sys.modules)"
+    code = "import sys, xemb.feature_repo, xemb.feature_repo.names; print('feast' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_definitions_have_stable_version_free_names(tmp_path: Path) -> None:
-    from feature_repo.repo import build_definitions
+    from xemb.feature_repo.repo import build_definitions
 
     defs = build_definitions(tmp_path)
     assert [v.name for v in defs.views] == list(names.VIEWS)
@@ -76,8 +75,7 @@ def test_feast_config_forbids_unknown_fields() -> None:
 
 def test_repo_config_is_valid_feast_config(tmp_path: Path) -> None:
     from feast.repo_config import RepoConfig
-
-    from feature_repo.online_store import XembOnlineStoreConfig
+    from xemb.feature_repo.online_store import XembOnlineStoreConfig
 
     raw = repo_config_dict(tmp_path, FeastConfig(online_store="redis", redis_url="h:1"))
     assert raw["online_store"]["connection_string"] == "h:1"
@@ -94,8 +92,7 @@ def test_redis_reads_give_up_after_the_configured_retries(tmp_path: Path) -> Non
 
     import redis
     from feast.repo_config import RepoConfig
-
-    from feature_repo.online_store import XembOnlineStore
+    from xemb.feature_repo.online_store import XembOnlineStore
 
     with socket.socket() as s:  # a free port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -115,7 +112,7 @@ def test_store_for_builds_a_feature_store_from_the_xemb_config(tmp_path: Path) -
     cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)}})
     fs = feature_repo.store_for(cfg)
     assert fs.project == names.PROJECT
-    from feature_repo.online_store import root_of
+    from xemb.feature_repo.online_store import root_of
 
     assert root_of(fs.config).resolve() == tmp_path.resolve()
 
@@ -180,7 +177,7 @@ def test_entity_ids_of_the_right_type_pass() -> None:
 
 
 def test_switch_record_follows_os_replace_and_refusals(tmp_path: Path) -> None:
-    from feature_repo.online_store import _SwitchRecord
+    from xemb.feature_repo.online_store import _SwitchRecord
 
     store = VersionStore(tmp_path)
     v1, v2 = make_version(store, n_items=5), make_version(store, n_items=5, seed=1)
@@ -195,7 +192,7 @@ def test_switch_record_follows_os_replace_and_refusals(tmp_path: Path) -> None:
 
 def test_a_missing_root_says_so(tmp_path: Path) -> None:
     """Issue 7.3: a FeatureStore whose root is gone fails with a message that says so."""
-    from feature_repo.online_store import _SwitchRecord
+    from xemb.feature_repo.online_store import _SwitchRecord
 
     with pytest.raises(FailedPrecondition, match="does not exist"):
         _SwitchRecord(tmp_path / "gone").target()
@@ -206,7 +203,7 @@ def test_cli_export_and_publish_errors(tmp_path: Path, capsys: pytest.CaptureFix
     import argparse
     import json
 
-    from feature_repo.cli import main, register
+    from xemb.feature_repo.cli import main, register
 
     store = VersionStore(tmp_path)
     version = make_version(store, n_items=10)

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from embedders.intent_terms import TermStats, tokenize  # noqa: E402
-from embedders.intents import (  # noqa: E402
+from xemb.embedders.intent_terms import TermStats, tokenize  # noqa: E402
+from xemb.embedders.intents import (  # noqa: E402
     IntentLibrary,
     assign_batch,
     assign_intents,
@@ -20,6 +20,7 @@ from embedders.intents import (  # noqa: E402
     intent_report,
     train_centroids,
 )
+
 from xemb.settings.offline import IntentsConfig  # noqa: E402
 
 DOMAINS = ["grocery", "kitchen"]

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the offline extra")
 
-from embedders.batches import SeqBatch  # noqa: E402
-from embedders.models import Adapter, Composer  # noqa: E402
-from embedders.train import (  # noqa: E402
+from xemb.embedders.batches import SeqBatch  # noqa: E402
+from xemb.embedders.models import Adapter, Composer  # noqa: E402
+from xemb.embedders.train import (  # noqa: E402
     ItemIntents,
     TrainInputs,
     _align_loss,
@@ -87,7 +87,7 @@ def test_adapter_prior_is_the_last_coordinate() -> None:
 
 
 def test_fixed_prior_is_the_log_count_of_warm_items_and_never_trained() -> None:
-    from embedders.train import TrainInputs, _init_prior
+    from xemb.embedders.train import TrainInputs, _init_prior
 
     torch.manual_seed(0)
     a = Adapter(16, 8, 32, 2, n_items=5, dropout=0.0, prior=True, prior_rows=5).eval()

@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("faiss")
 
-from embedders.evaluate import Ranks  # noqa: E402
-from embedders.intents import IntentLibrary, intent_report  # noqa: E402
-from embedders.report import (  # noqa: E402
+from xemb.embedders.evaluate import Ranks  # noqa: E402
+from xemb.embedders.intents import IntentLibrary, intent_report  # noqa: E402
+from xemb.embedders.report import (  # noqa: E402
     MODEL,
     IntentView,
     Missing,
@@ -25,7 +25,8 @@ from embedders.report import (  # noqa: E402
     read_ablations,
     read_bench,
 )
-from embedders.report_html import render  # noqa: E402
+from xemb.embedders.report_html import render  # noqa: E402
+
 from xemb.store import Manifest  # noqa: E402
 
 DOMAINS = ["grocery", "kitchen"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from serving.admission import Admission, AdmissionExecutor
+from xemb.serving.admission import Admission, AdmissionExecutor
+
 from tests.helpers.wait import wait_for
 
 

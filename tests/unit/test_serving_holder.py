@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from xemb.serving.holder import VersionHolder
 
-from serving.holder import VersionHolder
 from xemb.errors import VersionIntegrityError, VersionNotFound
 
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from xemb.serving.interceptors import FIELD_KEY, ServiceInterceptor, TokenAuth, status_code
+from xemb.serving.metrics import Metrics
 
-from serving.interceptors import FIELD_KEY, ServiceInterceptor, TokenAuth, status_code
-from serving.metrics import Metrics
 from xemb import errors
 
 

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from serving import _gen
+from xemb.serving import _gen
 
 
 def test_regenerating_stubs_gives_identical_files(tmp_path):
@@ -15,12 +14,12 @@ def test_regenerating_stubs_gives_identical_files(tmp_path):
     for fresh in _gen.generate(tmp_path):
         committed = _gen.REPO / fresh.relative_to(tmp_path)
         assert committed.read_bytes() == fresh.read_bytes(), \
-            f"{committed} is stale: run `python -m serving._gen`"
+            f"{committed} is stale: run `python -m xemb.serving._gen`"
 
 
 def test_serving_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import serving, serving.server, serving.client, serving.cli\n"
+            "import xemb.serving, xemb.serving.server, xemb.serving.client, xemb.serving.cli\n"
             "assert 'transformers' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+from xemb.serving.retrieval import DomainIndex, SearchKnobs, load_index
 
-from serving.retrieval import DomainIndex, SearchKnobs, load_index
 from xemb.errors import VersionIntegrityError
 
 N, D = 3000, 32
@@ -72,7 +72,8 @@ def test_index_not_matching_the_table_is_refused(data):
 def test_ivf_lists_follow_size_and_training_sample() -> None:
     """4*sqrt(n) lists, but never fewer than 39 training vectors per list (faiss's rule),
     counted over the bounded training sample, not the catalogue."""
-    from serving.ann import nlist_for
+    from xemb.serving.ann import nlist_for
+
     from xemb.settings.index import IndexConfig
 
     cfg = IndexConfig()

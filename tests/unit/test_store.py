@@ -156,7 +156,7 @@ def test_second_build_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
 
 def test_stage_cache_prunes_only_this_builds_superseded_outputs(tmp_path: Path) -> None:
     """Issue 7.2: pruning deleted another build's in-progress folders."""
-    from embedders.stages import StageCache
+    from xemb.embedders.stages import StageCache
 
     cache = StageCache(tmp_path)
     for name in ("encode-aaa", "encode-bbb", "adapt-ccc", "other-x",
@@ -171,7 +171,8 @@ def test_stage_cache_prunes_only_this_builds_superseded_outputs(tmp_path: Path) 
 
 def test_fingerprints_do_not_depend_on_where_files_live(tmp_path: Path) -> None:
     """Issue 7.3: a clone at another path rebuilt everything."""
-    from embedders.data import _fingerprint
+    from xemb.embedders.data import _fingerprint
+
     from xemb.settings import XembConfig, config_hash
     from xemb.settings.offline import DataConfig
 
