@@ -21,11 +21,11 @@ from typing import Any
 import _repo  # noqa: F401  (tests.helpers importable)
 import numpy as np
 import pyarrow.parquet as pq
-from xemb.feature_repo import get_feature_store, names, publish_to_feast
 
 from tests.helpers.services import redis_server
 from tests.helpers.synthetic_feast import make_version
 from xemb import layout
+from xemb.feature_repo import get_feature_store, names, publish_to_feast
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

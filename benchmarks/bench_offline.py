@@ -24,11 +24,11 @@ import onnxruntime as ort  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from _timing import percentiles  # noqa: E402
-from xemb.embedders.encode import _sorted_batches, load_encoder  # noqa: E402
-from xemb.embedders.evaluate import served_items  # noqa: E402
 
 from xemb import layout  # noqa: E402
 from xemb.composer_io import composer_feeds  # noqa: E402
+from xemb.embedders.encode import _sorted_batches, load_encoder  # noqa: E402
+from xemb.embedders.evaluate import served_items  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
 from xemb.store import VersionStore  # noqa: E402
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from xemb.serving.client import XembClient
 from xemb.serving.retrieval import SearchKnobs
 from xemb.serving.version import LoadedVersion, load_version
-
 from xemb.settings import XembConfig, load_config
 from xemb.store import VersionStore
 

@@ -22,11 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from xemb import layout  # noqa: E402
 from xemb.embedders.distill import FP32_ONNX, StudentEncoder, quantize_int8, student_record  # noqa: E402
 from xemb.embedders.encode import OnnxTextEncoder, TextEncoder  # noqa: E402
 from xemb.embedders.export import export_encoder  # noqa: E402
-
-from xemb import layout  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
 
 

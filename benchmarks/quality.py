@@ -83,7 +83,6 @@ _BASELINES: dict[tuple[str, str], dict[str, Any]] = {}
 def _evaluate(cfg: Any, manifest: Any, splits: tuple[str, ...]) -> dict[str, Any]:
     from xemb.embedders.evaluate import baseline_metrics, served_metrics
     from xemb.embedders.pipeline import prepare
-
     from xemb.store import VersionStore
 
     ctx = prepare(cfg)

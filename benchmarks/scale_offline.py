@@ -125,6 +125,7 @@ def stage_encode(cat: Catalogue, cfg: XembConfig) -> None:
 
 def _train_inputs(cat: Catalogue):  # type: ignore[no-untyped-def]
     import torch
+
     from xemb.embedders.train import TrainInputs
 
     sem = np.load(cat.folder / "semantic.npy", mmap_mode="c")
@@ -134,6 +135,7 @@ def _train_inputs(cat: Catalogue):  # type: ignore[no-untyped-def]
 
 def _adapter(cat: Catalogue, cfg: XembConfig):  # type: ignore[no-untyped-def]
     import torch
+
     from xemb.embedders.models import Adapter
     from xemb.embedders.train import fixed_prior_rows
 
@@ -147,6 +149,7 @@ def _adapter(cat: Catalogue, cfg: XembConfig):  # type: ignore[no-untyped-def]
 
 def stage_adapt(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
+
     from xemb.embedders.device import resolve_device
     from xemb.embedders.train import train_adapter
 
@@ -178,6 +181,7 @@ def stage_intents(cat: Catalogue, cfg: XembConfig) -> None:
 
 def stage_compose(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
+
     from xemb.embedders.device import resolve_device
     from xemb.embedders.intents import IntentLibrary
     from xemb.embedders.models import Composer
@@ -195,6 +199,7 @@ def stage_compose(cat: Catalogue, cfg: XembConfig) -> None:
 
 def stage_materialize(cat: Catalogue, cfg: XembConfig) -> None:
     import torch
+
     from xemb.embedders.device import ort_session, resolve_device
     from xemb.embedders.export import export_onnx
     from xemb.embedders.materialize import materialize_items
@@ -229,6 +234,7 @@ def _rss_mb() -> float:
 
 def _child(name: str, folder: str, cfg_json: str, q: mp.Queue) -> None:
     import torch
+
     from xemb.embedders.encode import load_encoder  # noqa: F401  (imports paid before the clock)
 
     cfg = XembConfig.model_validate_json(cfg_json)
@@ -257,7 +263,6 @@ def run_stage(name: str, folder: Path, cfg: XembConfig) -> tuple[float, float, f
 def minilm_rate(texts: list[str]) -> float:
     """Items/s of the bundled MiniLM (torch, CPU) on these titles."""
     from xemb.embedders.encode import load_encoder
-
     from xemb.settings.offline import EncoderConfig
 
     enc = load_encoder(EncoderConfig(batch_size=64, max_length=64), "cpu")

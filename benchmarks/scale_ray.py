@@ -140,7 +140,6 @@ def time_online_writes(cfg: XembConfig, version: str) -> RayTiming:
     the slot's values stay the same)."""
     from xemb.embedders.engine_ray import write_online_rows
     from xemb.feature_repo.verify import expected_rows
-
     from xemb.store import VersionStore
 
     store = VersionStore(cfg.build.root)
@@ -173,6 +172,7 @@ def ray_stage_timings(folder: Path, cfg: XembConfig,
     published versions whose rows :func:`time_online_writes` rewrites, on the same cluster
     (the timing is named ``online writes (<label>)``)."""
     from scale_offline import Catalogue
+
     from xemb.embedders.intents import IntentLibrary
 
     out: list[RayTiming] = []

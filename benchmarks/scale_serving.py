@@ -25,10 +25,10 @@ from typing import Any
 import _repo  # noqa: F401  (tests.helpers importable)
 import numpy as np
 from _timing import percentiles
+
 from xemb.serving.client import XembClient
 from xemb.serving.retrieval import SearchKnobs
 from xemb.serving.version import load_version
-
 from xemb.store import VersionStore
 
 __all__ = ["publish_scale_version", "memory", "start_server", "measure_serving", "format_table"]

@@ -61,7 +61,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from xemb.embedders.data import load_dataset
     from xemb.embedders.evaluate import baseline_metrics, served_metrics, tuned_pop_text_beta
     from xemb.embedders.pipeline import semantic_vectors
-
     from xemb.store import VersionStore
 
     cfg = config_from_args(args)

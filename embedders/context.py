@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+from xemb.composer_io import ItemArrays
 from xemb.embedders.data import Dataset
 from xemb.embedders.intents import IntentLibrary
 from xemb.embedders.models import Adapter, Composer
 from xemb.embedders.stages import StageCache
 from xemb.embedders.train import TrainInputs, fixed_prior_rows
 from xemb.embedders.validation import Validator
-
-from xemb.composer_io import ItemArrays
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
-from xemb.embedders.generate import Generator, TextCache, generate_cached, generator_fingerprint
 
+from xemb.embedders.generate import Generator, TextCache, generate_cached, generator_fingerprint
 from xemb.errors import ConfigError
 from xemb.settings.offline import DescribeConfig
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from xemb import layout
 from xemb.embedders.encode import (
     OnnxTextEncoder,
     PooledTextEncoding,
@@ -31,8 +33,6 @@ from xemb.embedders.encode import (
     encode_items,
     semantic_file,
 )
-
-from xemb import layout
 from xemb.errors import ConfigError, ParityError
 from xemb.settings.offline import EncoderConfig, StudentConfig
 

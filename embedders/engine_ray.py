@@ -45,7 +45,6 @@ from xemb.settings.offline import BuildConfig
 if TYPE_CHECKING:
     from xemb.embedders.context import BuildContext
     from xemb.embedders.intents import Assignment
-
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
@@ -226,6 +225,7 @@ class _EncodeActor(_ShardUDF):
 
     def __init__(self, cfg: XembConfig, onnx: str | None) -> None:
         import torch
+
         from xemb.embedders.encode import OnnxTextEncoder, load_encoder
 
         threads = _threads(cfg.build)
@@ -423,6 +423,7 @@ Stage = Callable[["BuildContext", Path], None]
 
 def _train(stage: Stage, ctx: BuildContext, out: str, threads: int) -> None:
     import torch
+
     from xemb.embedders.device import resolve_device
 
     torch.set_num_threads(threads)  # Ray gives a task one thread; match the local build

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from xemb.embedders.data import Dataset
 
 from xemb.composer_io import ItemArrays
+from xemb.embedders.data import Dataset
 from xemb.errors import FailedPrecondition
 
 __all__ = ["EvalSet", "Ranks", "eval_set", "ranks", "metrics_from_ranks", "rank_metrics",
@@ -112,9 +112,8 @@ def popularity_scores(ds: Dataset) -> np.ndarray:
 
 def served_items(version_dir: Path) -> tuple[np.ndarray, ItemArrays]:
     """Item ids and the composer's per-row arrays, read by the gRPC service's own reader."""
-    from xemb.serving.tables import read_items
-
     from xemb import layout
+    from xemb.serving.tables import read_items
     from xemb.store import VersionStore
 
     manifest = VersionStore(version_dir.parent.parent).manifest(version_dir.name)

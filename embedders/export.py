@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from xemb.embedders.device import ort_session
 
 from xemb import layout
+from xemb.embedders.device import ort_session
 from xemb.errors import ParityError
 
 __all__ = ["export_onnx", "run_ort", "export_encoder"]

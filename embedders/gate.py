@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from xemb.composer_io import ItemArrays, compose_batched
 from xemb.embedders.evaluate import (
     baseline_metrics,
     eval_set,
@@ -18,8 +20,6 @@ from xemb.embedders.evaluate import (
     served_metrics,
     valid_score,
 )
-
-from xemb.composer_io import ItemArrays, compose_batched
 from xemb.errors import XembError
 
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from xemb.embedders import steps
 from xemb.embedders.context import BuildContext
 from xemb.embedders.distill import student_key
-
 from xemb.settings import XembConfig
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from xemb.embedders.intent_terms import TermStats
 
+from xemb.embedders.intent_terms import TermStats
 from xemb.settings.offline import IntentsConfig
 
 __all__ = ["Assignment", "IntentLibrary", "assign_batch", "assign_intents", "build_intents",

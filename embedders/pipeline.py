@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from xemb.embedders import graph
 from xemb.embedders.context import BuildContext, adapter_outputs, log
 from xemb.embedders.data import Dataset, load_dataset
 from xemb.embedders.device import resolve_device
 from xemb.embedders.graph import KeyInputs, Stage
 from xemb.embedders.stages import StageCache, stage_key
-
 from xemb.errors import FailedPrecondition, InvalidArgument
 from xemb.lock import RootLock
 from xemb.settings import XembConfig

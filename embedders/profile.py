@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from xemb.embedders.data import Dataset
 from xemb.embedders.generate import Generator, TextCache, generate_cached
-
 from xemb.ipc_tables import fixed_list
 from xemb.settings.offline import EncoderConfig, ProfileConfig
 

@@ -14,6 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+from xemb import layout
+from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.embedders.context import (
     BuildContext,
     load_adapter,
@@ -28,9 +31,6 @@ from xemb.embedders.gate import assess, describe
 from xemb.embedders.intents import IntentLibrary, intent_report
 from xemb.embedders.materialize import materialize_items
 from xemb.embedders.models import AdapterExport, Composer
-
-from xemb import layout
-from xemb.composer_io import ItemArrays, compose_batched, composer_feeds
 from xemb.ipc_tables import items_for_serving, users_for_serving, write_ipc
 from xemb.settings import XembConfig, config_hash
 from xemb.store import Manifest, link_or_copy

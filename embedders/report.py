@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from xemb.embedders.evaluate import Ranks, baseline_ranks, served_items, served_ranks
-from xemb.embedders.intents import IntentLibrary, intent_report
 
 from xemb import layout
+from xemb.embedders.evaluate import Ranks, baseline_ranks, served_items, served_ranks
+from xemb.embedders.intents import IntentLibrary, intent_report
 from xemb.intent_stats import intent_entropy, row_entropy
 from xemb.settings import XembConfig
 from xemb.store import Manifest, VersionStore

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from xemb.embedders import report_plots as plots
 from xemb.embedders.evaluate import Ranks, metrics_from_ranks
 from xemb.embedders.report import MODEL, IntentView, Missing, ReportInputs, SplitResult

@@ -11,6 +11,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import torch
+
+from xemb import layout
+from xemb.composer_io import ItemArrays
 from xemb.embedders.context import (
     BuildContext,
     item_vectors,
@@ -33,9 +36,6 @@ from xemb.embedders.intents import build_intents
 from xemb.embedders.models import Adapter, Composer
 from xemb.embedders.train import ItemIntents, train_adapter, train_composer
 from xemb.embedders.validation import Validator
-
-from xemb import layout
-from xemb.composer_io import ItemArrays
 
 __all__ = ["adapt", "choose_prior_scale", "compose", "describe", "encode", "intents",
            "profile"]

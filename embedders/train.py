@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+
 from xemb.embedders.batches import SeqBatch, sequence_batches
 from xemb.embedders.evaluate import valid_score
 from xemb.embedders.models import Adapter, Composer
-
 from xemb.settings.offline import AdapterConfig, ComposerConfig
 
 __all__ = ["Fit", "ItemIntents", "TrainInputs", "fixed_prior_rows", "seed_everything",

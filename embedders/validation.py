@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from xemb.embedders.data import Dataset
-from xemb.embedders.evaluate import EvalSet, eval_set, rank_metrics
 
 from xemb.composer_io import ItemArrays, composer_feeds
+from xemb.embedders.data import Dataset
+from xemb.embedders.evaluate import EvalSet, eval_set, rank_metrics
 
 __all__ = ["Validator"]
 

@@ -37,6 +37,10 @@ def get_feature_store(root: str | Path) -> FeatureStore:
     if not path.is_file():
         raise FailedPrecondition(f"{path} not found: nothing was published into Feast under "
                                  f"{root} (run `xemb build` with feast.enabled)")
+    if "type: feature_repo." in path.read_text(encoding="utf-8"):  # before the xemb namespace
+        raise FailedPrecondition(f"{path} names the store classes as feature_repo.*, which "
+                                 "this xemb installs as xemb.feature_repo.*: run `xemb feast "
+                                 "publish -c CONFIG` once to rewrite it")
     return FeatureStore(repo_path=str(path.parent), fs_yaml_file=path)
 
 
@@ -44,6 +48,7 @@ def store_for(cfg: XembConfig) -> FeatureStore:
     """A FeatureStore built from the xemb config alone (no YAML file needed)."""
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
+
     from xemb.feature_repo.repo_config import repo_config_dict
 
     root = Path(cfg.build.root)

@@ -9,9 +9,8 @@ relative to ``<root>/feast``; here they are absolute, because this folder is the
 
 import os
 
-from xemb.feature_repo.repo import build_definitions
-
 from xemb.errors import ConfigError
+from xemb.feature_repo.repo import build_definitions
 
 _root = os.environ.get("XEMB_ROOT")
 if not _root:

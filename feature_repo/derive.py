@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from xemb.errors import XembError
 from xemb.feature_repo import names
 from xemb.feature_repo.publish import (
     FeastPublishError,
@@ -31,8 +33,6 @@ from xemb.feature_repo.publish import (
     _write_metrics,
     publish_to_feast,
 )
-
-from xemb.errors import XembError
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 from feast.value_type import ValueType
-from xemb.feature_repo import names
 
 from xemb.errors import InvalidArgument
+from xemb.feature_repo import names
 
 __all__ = ["check_entity_rows", "join_key_types"]
 

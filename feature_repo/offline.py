@@ -23,10 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from xemb.feature_repo import names
 
 from xemb import layout
 from xemb.errors import DataValidationError
+from xemb.feature_repo import names
 from xemb.settings.offline import DESCRIPTION_COLUMNS
 from xemb.store import Manifest, Switch, VersionStore
 

@@ -43,12 +43,12 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import Field, StrictStr
+
+from xemb.errors import FailedPrecondition, InvalidArgument, NoCurrentVersion, Unavailable
 from xemb.feature_repo import names
 from xemb.feature_repo.entities import check_entity_rows, join_key_types
 from xemb.feature_repo.slots import RedisSlots, Slots, SqliteSlots
 from xemb.feature_repo.verify import expected_rows, verify_slot
-
-from xemb.errors import FailedPrecondition, InvalidArgument, NoCurrentVersion, Unavailable
 from xemb.store import VersionStore
 
 __all__ = ["XembOnlineStore", "XembOnlineStoreConfig"]

@@ -16,14 +16,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from xemb.feature_repo import names
-
 from xemb.errors import FailedPrecondition, XembError
+from xemb.feature_repo import names
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from xemb.feature_repo.online_store import XembOnlineStore
 
+    from xemb.feature_repo.online_store import XembOnlineStore
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
@@ -37,6 +36,7 @@ class FeastPublishError(FailedPrecondition):
 
 def _open(root: Path, cfg: XembConfig) -> FeatureStore:
     from feast import FeatureStore
+
     from xemb.feature_repo.repo_config import write_yaml
 
     path = write_yaml(root, cfg.feast)

@@ -21,8 +21,8 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, Reques
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 from feast.value_type import ValueType
-from xemb.feature_repo import affinity, names
 
+from xemb.feature_repo import affinity, names
 from xemb.settings.offline import DESCRIPTION_COLUMNS
 
 __all__ = ["Definitions", "build_definitions"]

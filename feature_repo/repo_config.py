@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from xemb.feature_repo import names
 
+from xemb.feature_repo import names
 from xemb.settings.feast import FeastConfig
 
 __all__ = ["repo_config_dict", "write_yaml", "ONLINE_STORE_TYPE", "REGISTRY_STORE_TYPE"]

@@ -20,6 +20,7 @@ from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.repo_config import RepoConfig
+
 from xemb.feature_repo import names
 
 __all__ = ["Slots", "SqliteSlots", "RedisSlots", "derive_config"]

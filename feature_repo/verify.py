@@ -12,10 +12,10 @@ from feast import FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
-from xemb.feature_repo import names
 
 from xemb import layout
 from xemb.errors import VersionIntegrityError
+from xemb.feature_repo import names
 from xemb.store import VersionStore
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-from xemb.serving.retrieval import DEFAULT_EF_SEARCH, DomainIndex, SearchKnobs, params_factory
 
+from xemb.serving.retrieval import DEFAULT_EF_SEARCH, DomainIndex, SearchKnobs, params_factory
 from xemb.settings.index import IndexConfig
 
 __all__ = ["choose_kind", "build_index", "measure", "write_domain_indexes", "recall_at"]

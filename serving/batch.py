@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+
+from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
 from xemb.serving import ops
 from xemb.serving import validation as check
 from xemb.serving.version import LoadedVersion
 from xemb.serving.wire import to_tensor
-
-from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
 from xemb.settings.serving import ServingConfig
 from xemb.v1 import xemb_pb2 as pb
 

@@ -17,10 +17,10 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from xemb.serving.interceptors import FIELD_KEY
-from xemb.serving.wire import from_tensor, to_tensor
 
 from xemb import errors
+from xemb.serving.interceptors import FIELD_KEY
+from xemb.serving.wire import from_tensor, to_tensor
 from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc
 

@@ -16,10 +16,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from xemb.errors import VersionIntegrityError, VersionNotFound, XembError
 from xemb.serving.validation import shown
 from xemb.serving.version import LoadedVersion
-
-from xemb.errors import VersionIntegrityError, VersionNotFound, XembError
 from xemb.store import VersionStore
 
 __all__ = ["VersionHolder"]

@@ -14,9 +14,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
-from xemb.serving.admission import Admission
-from xemb.serving.decoding import Undecodable, lenient
-from xemb.serving.metrics import Metrics
 
 from xemb.errors import (
     ConfigError,
@@ -25,6 +22,9 @@ from xemb.errors import (
     Unauthenticated,
     XembError,
 )
+from xemb.serving.admission import Admission
+from xemb.serving.decoding import Undecodable, lenient
+from xemb.serving.metrics import Metrics
 
 __all__ = ["ServiceInterceptor", "TokenAuth", "status_code", "clip", "FIELD_KEY"]
 

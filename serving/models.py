@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from xemb.serving.tables import ItemTable
 
 from xemb.composer_io import ItemArrays, composer_feeds
 from xemb.errors import VersionIntegrityError
 from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOSER_OUTPUTS
+from xemb.serving.tables import ItemTable
 
 __all__ = ["Composer", "ColdStartEncoder", "session"]
 

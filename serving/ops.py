@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from xemb.serving.version import LoadedVersion
 
 from xemb.errors import FailedPrecondition, InvalidArgument, NotFound
 from xemb.intent_stats import row_entropy
+from xemb.serving.version import LoadedVersion
 
 __all__ = ["Composed", "embeddings", "compose", "retrieve", "encode"]
 

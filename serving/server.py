@@ -17,6 +17,8 @@ from pathlib import Path
 import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from xemb.errors import ConfigError, Unavailable
 from xemb.serving.admission import Admission, AdmissionExecutor
 from xemb.serving.holder import VersionHolder
 from xemb.serving.interceptors import ServiceInterceptor, TokenAuth
@@ -24,8 +26,6 @@ from xemb.serving.metrics import Metrics
 from xemb.serving.retrieval import SearchKnobs
 from xemb.serving.servicer import EmbeddingServicer
 from xemb.serving.version import load_version
-
-from xemb.errors import ConfigError, Unavailable
 from xemb.settings import XembConfig
 from xemb.settings.serving import ServingConfig
 from xemb.store import VersionStore

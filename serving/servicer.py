@@ -12,13 +12,13 @@ import threading
 
 import grpc
 import numpy as np
+
+from xemb.errors import Cancelled, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from xemb.serving import batch, ops
 from xemb.serving import validation as check
 from xemb.serving.holder import VersionHolder
 from xemb.serving.version import LoadedVersion
 from xemb.serving.wire import to_tensor
-
-from xemb.errors import Cancelled, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from xemb.settings.serving import ServingConfig
 from xemb.store import Manifest
 from xemb.v1 import xemb_pb2 as pb

@@ -7,10 +7,10 @@ the limits (ServingConfig) and the version the request was pinned to (domains, w
 from __future__ import annotations
 
 import numpy as np
-from xemb.serving.version import LoadedVersion
-from xemb.serving.wire import from_tensor
 
 from xemb.errors import InvalidArgument
+from xemb.serving.version import LoadedVersion
+from xemb.serving.wire import from_tensor
 from xemb.settings.serving import ServingConfig
 from xemb.v1 import xemb_pb2 as pb
 

@@ -12,6 +12,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from xemb import layout
+from xemb.errors import VersionIntegrityError
 from xemb.serving.models import ColdStartEncoder, Composer
 from xemb.serving.retrieval import DomainIndex, SearchKnobs, load_index
 from xemb.serving.tables import (
@@ -22,9 +25,6 @@ from xemb.serving.tables import (
     load_users,
     read_intents,
 )
-
-from xemb import layout
-from xemb.errors import VersionIntegrityError
 from xemb.store import Manifest, VersionStore
 
 __all__ = ["LoadedVersion", "load_version"]

@@ -83,6 +83,7 @@ def make_tiny_bert(dst: Path) -> Path:
     transformers loading path, in milliseconds per batch."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
+
     from xemb.embedders.encode import default_model_path
 
     torch.manual_seed(0)
@@ -111,7 +112,6 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path,
     """One real build of a small slice, shared by the whole session (read-only!)."""
     pytest.importorskip("torch", reason="the offline job needs the 'offline' extra")
     from xemb.embedders.pipeline import build
-
     from xemb.settings import load_config
     from xemb.store import VersionStore
 

@@ -14,7 +14,6 @@ def publish_until_killed(config_json: str, version: str, fraction: float) -> Non
     from xemb.feature_repo.online_store import XembOnlineStore
     from xemb.feature_repo.publish import publish_to_feast
     from xemb.feature_repo.verify import expected_rows
-
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 

@@ -52,7 +52,6 @@ def _before(fn: Callable[..., Any], marker: Path) -> Callable[..., Any]:
 def install(point: str, marker: Path) -> None:
     from xemb.embedders import graph, publish
     from xemb.feature_repo.online_store import XembOnlineStore
-
     from xemb.store import VersionStore
 
     cached = {s.name: i for i, s in enumerate(graph.STAGES) if s.run is not None}
@@ -74,7 +73,6 @@ def install(point: str, marker: Path) -> None:
 
 def _child(config: str, point: str, marker: str) -> None:
     from xemb.embedders.pipeline import build
-
     from xemb.settings import load_config
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -109,7 +107,6 @@ def zygote() -> int:
 
 def main(argv: list[str]) -> int:
     from xemb.embedders.pipeline import build
-
     from xemb.settings import load_config
 
     if argv == ["--zygote"]:

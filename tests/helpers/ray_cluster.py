@@ -52,7 +52,6 @@ def ray_cluster(cpus: int = 2, object_store_mb: int = 300) -> Iterator[str]:
 
 def _main(cpus: int, object_store_mb: int) -> None:
     from xemb.embedders.engine_ray import cluster_address, ray_session
-
     from xemb.settings.offline import BuildConfig, RayConfig
 
     build = BuildConfig(ray=RayConfig(local_cpus=cpus, object_store_mb=object_store_mb))

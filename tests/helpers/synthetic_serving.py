@@ -294,7 +294,6 @@ def running(root: str | Path, **serving: object) -> Iterator[tuple[XembServer, X
     """A started server on a free loopback port with a client to it; stopped on exit."""
     from xemb.serving.client import XembClient
     from xemb.serving.server import create_server
-
     from xemb.settings import XembConfig
 
     config = XembConfig.model_validate({"serving": {"port": 0, "poll_interval_s": 0,

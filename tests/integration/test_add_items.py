@@ -17,11 +17,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from xemb.feature_repo import names
 
 from tests.helpers.synthetic_serving import running
 from xemb import layout
 from xemb.errors import DataValidationError
+from xemb.feature_repo import names
 from xemb.settings import load_config
 from xemb.store import VersionStore
 

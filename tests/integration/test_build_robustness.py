@@ -106,8 +106,8 @@ def _tiny_clip(dst: Path) -> Path:
 
 def test_multimodal_build_with_tiny_clip(tmp_path: Path) -> None:
     from PIL import Image
-    from xemb.embedders.pipeline import build
 
+    from xemb.embedders.pipeline import build
     from xemb.settings import load_config
 
     data = tmp_path / "data"

@@ -19,6 +19,7 @@ def make_tiny_gpt2(dst: Path) -> Path:
     """A GPT-2 with small random weights and MiniLM's (WordPiece) tokenizer."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
     from xemb.embedders.encode import default_model_path
 
     torch.manual_seed(0)
@@ -71,7 +72,6 @@ def test_batched_left_padded_generation_is_greedy_and_cached(gpt2: Path, tmp_pat
 
 def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> None:
     from xemb.embedders.describe import describe_items
-
     from xemb.errors import ConfigError
 
     with pytest.raises(ConfigError, match="brand"):
@@ -115,7 +115,6 @@ describe.describe_items(cfg, items, Path(sys.argv[2]))
 
 def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     from xemb.embedders.describe import describe_items
-
     from xemb.settings.offline import DescribeConfig
 
     cache = tmp_path / "cache"
@@ -163,11 +162,11 @@ def test_a_build_with_describe_publishes_and_serves_descriptions(
     import shutil
 
     import pyarrow.parquet as pq
+
+    from xemb import layout
     from xemb.embedders.describe import with_descriptions
     from xemb.embedders.pipeline import build, prepare
     from xemb.feature_repo import get_feature_store
-
-    from xemb import layout
 
     cfg = _build_config(tmp_path, small_slice, tiny_bert, gpt2)
     manifest = build(cfg)

@@ -21,6 +21,7 @@ def make_teacher(dst: Path) -> Path:
     0.02, whose layers are nearly the identity: its first 2 layers would already match)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
+
     from xemb.embedders.encode import default_model_path
 
     torch.manual_seed(0)
@@ -36,8 +37,8 @@ def make_teacher(dst: Path) -> Path:
 @pytest.fixture(scope="module")
 def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
     from conftest import write_config
-    from xemb.embedders.pipeline import build
 
+    from xemb.embedders.pipeline import build
     from xemb.settings import load_config
 
     folder = tmp_path_factory.mktemp("student")
@@ -65,6 +66,7 @@ def test_student_build_records_held_out_cosine(student_build) -> None:
 def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
     import onnxruntime as ort
     from tokenizers import Tokenizer
+
     from xemb.embedders.distill import FP32_ONNX
     from xemb.embedders.pipeline import prepare
 
@@ -86,12 +88,11 @@ def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
 def test_cold_start_encoder_is_the_student(student_build) -> None:
     """EncodeItems encodes through the version's encoder/: the student's vectors (its ONNX
     graph), not the teacher's."""
+    from xemb import layout
     from xemb.embedders.distill import _split
     from xemb.embedders.encode import TextEncoder
     from xemb.embedders.pipeline import prepare
     from xemb.serving.models import ColdStartEncoder
-
-    from xemb import layout
     from xemb.store import VersionStore
 
     cfg, manifest = student_build

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from xemb.feature_repo import names, publish_to_feast
-from xemb.feature_repo.offline import sync_history
 
 from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb import feature_repo, layout
+from xemb.feature_repo import names, publish_to_feast
+from xemb.feature_repo.offline import sync_history
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

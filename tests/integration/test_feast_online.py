@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from xemb.feature_repo import get_feature_store, names, publish_to_feast
-from xemb.feature_repo.verify import expected_rows
 
 from tests.helpers.services import redis_binary, redis_server
 from tests.helpers.synthetic_feast import copy_version, derive_version, make_version
 from xemb import layout
 from xemb.errors import FailedPrecondition, InvalidArgument
+from xemb.feature_repo import get_feature_store, names, publish_to_feast
+from xemb.feature_repo.verify import expected_rows
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 
@@ -272,10 +272,9 @@ def test_slots_of_garbage_collected_versions_are_dropped(
 @pytest.mark.redis
 @pytest.mark.parametrize("published", ["redis"], indirect=True)
 def test_unreachable_redis_is_unavailable(published: SimpleNamespace, tmp_path: Path) -> None:
-    from xemb.feature_repo import store_for
-
     from tests.helpers.services import free_port
     from xemb.errors import Unavailable
+    from xemb.feature_repo import store_for
 
     assert published.cfg.feast.online_store == "redis"
     feast = published.cfg.feast.model_copy(update={"redis_url": f"127.0.0.1:{free_port()}"})

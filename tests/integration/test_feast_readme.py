@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from xemb.feature_repo import publish_to_feast
-from xemb.feature_repo.publish import after_switch
 
 from tests.helpers.synthetic_feast import derive_version, make_version
 from xemb import feature_repo
+from xemb.feature_repo import publish_to_feast
+from xemb.feature_repo.publish import after_switch
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

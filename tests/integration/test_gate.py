@@ -102,8 +102,8 @@ def test_events_without_split_hold_out_their_own_valid_users(tmp_path, tiny_bert
     """A user's own data (no split column): the build holds out valid users itself, selects
     on them, and reports their figures in the manifest."""
     import pandas as pd
-    from xemb.embedders.pipeline import build, prepare
 
+    from xemb.embedders.pipeline import build, prepare
     from xemb.settings import load_config
 
     (tmp_path / "data").mkdir()

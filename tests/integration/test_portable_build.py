@@ -13,7 +13,6 @@ pytestmark = pytest.mark.integration
 
 def test_a_clone_at_another_path_rebuilds_nothing(tiny_build, tmp_path: Path) -> None:
     from xemb.embedders.pipeline import build, prepare
-
     from xemb.settings import load_config
     from xemb.store import VersionStore
 

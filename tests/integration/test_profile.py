@@ -76,11 +76,11 @@ def test_a_build_with_profiles_publishes_and_serves_them(
 
     import numpy as np
     import pyarrow.parquet as pq
+
+    from xemb import layout
     from xemb.embedders.pipeline import build, prepare
     from xemb.embedders.profile import _domain_prompts, _profile_prompts, histories
     from xemb.feature_repo import get_feature_store
-
-    from xemb import layout
 
     cfg = _config(tmp_path, small_slice, tiny_bert, gpt2)
     manifest = build(cfg)
@@ -126,9 +126,8 @@ def test_a_build_with_profiles_publishes_and_serves_them(
 
 def test_profile_off_leaves_every_stage_key_unchanged(
         small_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path) -> None:
-    from xemb.embedders.pipeline import prepare
-
     from tests.conftest import write_config
+    from xemb.embedders.pipeline import prepare
     from xemb.settings import load_config
 
     (tmp_path / "data").symlink_to(small_slice)
@@ -174,7 +173,6 @@ def test_bad_profile_config_names_the_field(tmp_path: Path, profile: dict, field
 def test_profile_on_without_a_model_is_a_config_error(small_slice: Path, tiny_bert: Path,
                                                        tmp_path: Path) -> None:
     from xemb.embedders.pipeline import prepare
-
     from xemb.errors import ConfigError
 
     cfg = _config(tmp_path, small_slice, tiny_bert, tmp_path / "no-such-model")
@@ -208,7 +206,6 @@ def _histories() -> list[History]:
 
 def test_a_killed_run_resumes(gpt2: Path, tmp_path: Path) -> None:
     from xemb.embedders.profile import profile_users
-
     from xemb.settings.offline import ProfileConfig
 
     cache, users = tmp_path / "cache", _histories()
@@ -232,10 +229,10 @@ def test_a_version_without_profiles_has_no_rows_there(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
     import pandas as pd
-    from xemb.feature_repo import get_feature_store, publish_to_feast
-    from xemb.feature_repo.publish import after_switch
 
     from tests.helpers.synthetic_feast import make_version
+    from xemb.feature_repo import get_feature_store, publish_to_feast
+    from xemb.feature_repo.publish import after_switch
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 

@@ -119,7 +119,6 @@ def test_online_rows_written_on_ray_are_the_local_vectors(tiny_build: Any,
 
 def test_item_count_check_names_missing_and_repeated_rows() -> None:
     from xemb.embedders.engine_ray import _Tally
-
     from xemb.errors import VersionIntegrityError
 
     tally = _Tally(5)
@@ -132,9 +131,8 @@ def test_item_count_check_names_missing_and_repeated_rows() -> None:
 def test_cli_engine_flags_override_the_yaml(tmp_path: Path) -> None:
     import argparse
 
-    from xemb.embedders.cli import build_overrides
-
     from xemb.cli import config_from_args
+    from xemb.embedders.cli import build_overrides
     from xemb.errors import ConfigError
 
     path = write_config(tmp_path)

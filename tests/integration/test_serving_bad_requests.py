@@ -6,10 +6,10 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from xemb.serving.interceptors import FIELD_KEY
-from xemb.serving.wire import to_tensor
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
+from xemb.serving.interceptors import FIELD_KEY
+from xemb.serving.wire import to_tensor
 from xemb.v1 import xemb_pb2 as pb
 from xemb.v1 import xemb_pb2_grpc as pb_grpc
 

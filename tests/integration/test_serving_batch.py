@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xemb.serving.client import UserQuery
 
 from tests.helpers.synthetic_serving import (
     SYNTH_DOMAINS,
@@ -14,6 +13,7 @@ from tests.helpers.synthetic_serving import (
     running,
 )
 from xemb import errors
+from xemb.serving.client import UserQuery
 
 pytestmark = pytest.mark.integration
 

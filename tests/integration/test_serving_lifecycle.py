@@ -13,12 +13,12 @@ import urllib.request
 import grpc
 import pytest
 import yaml
-from xemb.serving import ops
-from xemb.serving.client import XembClient
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from tests.helpers.wait import wait_for
 from xemb.errors import DeadlineExceeded, ResourceExhausted
+from xemb.serving import ops
+from xemb.serving.client import XembClient
 from xemb.v1 import xemb_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xemb.serving.retrieval import SearchKnobs
-from xemb.serving.version import load_version
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb import layout
 from xemb.errors import VersionIntegrityError
+from xemb.serving.retrieval import SearchKnobs
+from xemb.serving.version import load_version
 from xemb.settings.index import IndexConfig
 from xemb.store import VersionStore
 

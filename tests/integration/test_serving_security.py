@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from xemb.serving.client import XembClient
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
 from xemb.errors import Unauthenticated, Unavailable
+from xemb.serving.client import XembClient
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")]

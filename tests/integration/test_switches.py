@@ -62,7 +62,6 @@ def _matrix(table, name: str) -> np.ndarray:
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_switches_build_and_remove_their_parts(group, tmp_path, tiny_slice, tiny_bert) -> None:
     from xemb.embedders.pipeline import build, prepare
-
     from xemb.settings import load_config
 
     off = GROUPS[group]
@@ -119,9 +118,8 @@ def _adapter_state(cfg, prepare) -> dict:
 
 
 def _compose(vdir, items, manifest, hist: np.ndarray, intent_w_scale: float = 1.0):
-    from xemb.serving.tables import read_items
-
     from xemb.composer_io import ItemArrays, composer_feeds
+    from xemb.serving.tables import read_items
 
     t = read_items(vdir / layout.ITEMS, manifest.domains, manifest.dims["embedding"],
                    int(manifest.params["top_m"]))

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from xemb.feature_repo import get_feature_store, names, publish_to_feast
-from xemb.feature_repo.publish import after_switch
 
 from tests.helpers.synthetic_serving import clone_version, publish_synthetic, running
 from xemb import layout
 from xemb.errors import FailedPrecondition, InvalidArgument, NotPublished
+from xemb.feature_repo import get_feature_store, names, publish_to_feast
+from xemb.feature_repo.publish import after_switch
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

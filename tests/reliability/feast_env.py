@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from xemb.feature_repo import get_feature_store, names, publish_to_feast
 
 from tests.helpers.synthetic_feast import make_version
 from xemb import layout
+from xemb.feature_repo import get_feature_store, names, publish_to_feast
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 

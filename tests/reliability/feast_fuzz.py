@@ -15,11 +15,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from xemb.feature_repo import names
 
 from tests.reliability.feast_env import FeastEnv
 from tests.reliability.figures import Figures
 from xemb.errors import XembError
+from xemb.feature_repo import names
 
 __all__ = ["rows_strategy", "fuzz_feast"]
 

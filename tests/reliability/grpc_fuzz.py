@@ -20,9 +20,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from xemb.serving.wire import F32
 
 from tests.reliability.figures import Figures
+from xemb.serving.wire import F32
 from xemb.v1 import xemb_pb2 as pb
 
 __all__ = ["Hints", "ALLOWED", "METHODS", "call_strategy", "send", "fuzz_grpc"]

@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, write_config
-from xemb.feature_repo import get_feature_store, names
 
 from tests.helpers.killable_build import POINTS
 from tests.helpers.wait import wait_for
+from xemb.feature_repo import get_feature_store, names
 from xemb.store import VersionStore
 
 pytestmark = [pytest.mark.integration,

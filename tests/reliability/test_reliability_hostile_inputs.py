@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from xemb.embedders.data import Dataset, load_dataset
 
+from xemb.embedders.data import Dataset, load_dataset
 from xemb.errors import DataValidationError, InvalidArgument
 from xemb.settings.offline import DataConfig
 

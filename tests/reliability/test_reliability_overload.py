@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from xemb.serving import ops
 
 from tests.reliability.overload import ALLOWED, ramp
 from tests.reliability.serving_env import served
+from xemb.serving import ops
 
 pytestmark = pytest.mark.reliability
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from xemb.embedders.data import load_dataset
 
+from xemb.embedders.data import load_dataset
 from xemb.errors import DataValidationError
 from xemb.settings.offline import DataConfig
 
@@ -117,6 +117,7 @@ def test_events_without_split_hold_out_valid_users() -> None:
     """A user's own data: the last event of a seeded sample of users becomes valid, and the
     training sequences never contain it."""
     import numpy as np
+
     from xemb.embedders.data import hold_out_valid
 
     train = [(f"u{i}", np.arange(i % 7 + 1) + 100 * i) for i in range(200)]

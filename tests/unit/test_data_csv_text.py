@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from xemb.embedders.data import load_dataset, read_table
 
+from xemb.embedders.data import load_dataset, read_table
 from xemb.errors import DataValidationError
 from xemb.settings.offline import DataConfig
 

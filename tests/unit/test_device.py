@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from xemb.embedders.device import ort_providers, resolve_device
 
+from xemb.embedders.device import ort_providers, resolve_device
 from xemb.errors import ConfigError
 from xemb.settings.offline import BuildConfig
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from xemb.embedders.encode import (
     EncodeCache,
     content_keys,
@@ -16,7 +17,6 @@ from xemb.embedders.encode import (
     load_encoder,
     semantic_file,
 )
-
 from xemb.settings.offline import EncoderConfig
 
 TEXTS = [f"{w} {i}" for i, w in enumerate(["green tea", "cast iron pan", "dark chocolate",

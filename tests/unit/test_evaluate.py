@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
 from xemb.embedders.data import Dataset
 from xemb.embedders.evaluate import EvalSet, eval_set, rank_metrics
 

@@ -6,9 +6,9 @@ import inspect
 
 import numpy as np
 import pytest
-from xemb.feature_repo import affinity
 
 from xemb.errors import FailedPrecondition, InvalidArgument
+from xemb.feature_repo import affinity
 
 
 def _batch(n: int = 32, dim: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from feast.value_type import ValueType
-from xemb.feature_repo import affinity
-from xemb.feature_repo.entities import check_entity_rows
 
 from xemb.errors import InvalidArgument
+from xemb.feature_repo import affinity
+from xemb.feature_repo.entities import check_entity_rows
 
 TYPES = {"item_id": ValueType.INT64, "user_id": ValueType.STRING,
          "target_domain": ValueType.STRING}

@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
-from xemb.feature_repo import names
-from xemb.feature_repo.entities import check_entity_rows, join_key_types
-from xemb.feature_repo.offline import export_version, history_rows, sync_history
-from xemb.feature_repo.repo_config import repo_config_dict
 
 from tests.helpers.synthetic_feast import make_version
 from xemb import feature_repo, layout
 from xemb.errors import ConfigError, FailedPrecondition, InvalidArgument
+from xemb.feature_repo import names
+from xemb.feature_repo.entities import check_entity_rows, join_key_types
+from xemb.feature_repo.offline import export_version, history_rows, sync_history
+from xemb.feature_repo.repo_config import repo_config_dict
 from xemb.settings import XembConfig
 from xemb.settings.feast import FeastConfig
 from xemb.store import VersionStore
@@ -75,6 +75,7 @@ def test_feast_config_forbids_unknown_fields() -> None:
 
 def test_repo_config_is_valid_feast_config(tmp_path: Path) -> None:
     from feast.repo_config import RepoConfig
+
     from xemb.feature_repo.online_store import XembOnlineStoreConfig
 
     raw = repo_config_dict(tmp_path, FeastConfig(online_store="redis", redis_url="h:1"))
@@ -92,6 +93,7 @@ def test_redis_reads_give_up_after_the_configured_retries(tmp_path: Path) -> Non
 
     import redis
     from feast.repo_config import RepoConfig
+
     from xemb.feature_repo.online_store import XembOnlineStore
 
     with socket.socket() as s:  # a free port nothing listens on
@@ -221,3 +223,12 @@ def test_cli_export_and_publish_errors(tmp_path: Path, capsys: pytest.CaptureFix
     register(parser.add_subparsers())
     args = parser.parse_args(["feast", "export", "--root", str(tmp_path)])
     assert args.func(args) == 0
+
+
+def test_a_yaml_from_before_the_xemb_namespace_gets_a_clear_error(tmp_path: Path) -> None:
+    from xemb.feature_repo.repo_config import write_yaml
+
+    path = write_yaml(tmp_path)
+    path.write_text(path.read_text().replace("xemb.feature_repo.", "feature_repo."))
+    with pytest.raises(FailedPrecondition, match="xemb feast publish"):
+        feature_repo.get_feature_store(tmp_path)

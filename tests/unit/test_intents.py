@@ -20,7 +20,6 @@ from xemb.embedders.intents import (  # noqa: E402
     intent_report,
     train_centroids,
 )
-
 from xemb.settings.offline import IntentsConfig  # noqa: E402
 
 DOMAINS = ["grocery", "kitchen"]

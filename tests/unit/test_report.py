@@ -26,7 +26,6 @@ from xemb.embedders.report import (  # noqa: E402
     read_bench,
 )
 from xemb.embedders.report_html import render  # noqa: E402
-
 from xemb.store import Manifest  # noqa: E402
 
 DOMAINS = ["grocery", "kitchen"]

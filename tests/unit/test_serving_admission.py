@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from xemb.serving.admission import Admission, AdmissionExecutor
-
 from tests.helpers.wait import wait_for
+from xemb.serving.admission import Admission, AdmissionExecutor
 
 
 def test_admits_up_to_the_limit_and_frees_places_when_calls_end():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from xemb.serving.decoding import Undecodable, bad_utf8_field, lenient
 
+from xemb.serving.decoding import Undecodable, bad_utf8_field, lenient
 from xemb.v1 import xemb_pb2 as pb
 
 BAD = b"\xed\xa0\x80"  # an encoded UTF-16 surrogate: rejected by protobuf and by Python

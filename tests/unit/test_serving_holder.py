@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from xemb.serving.holder import VersionHolder
 
 from xemb.errors import VersionIntegrityError, VersionNotFound
+from xemb.serving.holder import VersionHolder
 
 
 class FakeStore:

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from xemb.serving.interceptors import FIELD_KEY, ServiceInterceptor, TokenAuth, status_code
-from xemb.serving.metrics import Metrics
 
 from xemb import errors
+from xemb.serving.interceptors import FIELD_KEY, ServiceInterceptor, TokenAuth, status_code
+from xemb.serving.metrics import Metrics
 
 
 class Aborted(Exception):

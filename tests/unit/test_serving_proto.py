@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from xemb.serving import _gen
 
 

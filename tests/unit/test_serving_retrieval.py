@@ -5,9 +5,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
-from xemb.serving.retrieval import DomainIndex, SearchKnobs, load_index
 
 from xemb.errors import VersionIntegrityError
+from xemb.serving.retrieval import DomainIndex, SearchKnobs, load_index
 
 N, D = 3000, 32
 
@@ -73,7 +73,6 @@ def test_ivf_lists_follow_size_and_training_sample() -> None:
     """4*sqrt(n) lists, but never fewer than 39 training vectors per list (faiss's rule),
     counted over the bounded training sample, not the catalogue."""
     from xemb.serving.ann import nlist_for
-
     from xemb.settings.index import IndexConfig
 
     cfg = IndexConfig()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from xemb.serving.retrieval import SearchKnobs
-from xemb.serving.version import load_version
 
 from tests.helpers.synthetic_serving import publish_synthetic
 from xemb import layout
 from xemb.errors import VersionIntegrityError, VersionNotFound
+from xemb.serving.retrieval import SearchKnobs
+from xemb.serving.version import load_version
 from xemb.store import VersionStore
 
 

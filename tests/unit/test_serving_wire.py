@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xemb.serving.wire import from_tensor, to_tensor
 
 from xemb.errors import InvalidArgument
+from xemb.serving.wire import from_tensor, to_tensor
 from xemb.settings.serving import ServingConfig
 from xemb.v1 import xemb_pb2 as pb
 

@@ -172,7 +172,6 @@ def test_stage_cache_prunes_only_this_builds_superseded_outputs(tmp_path: Path) 
 def test_fingerprints_do_not_depend_on_where_files_live(tmp_path: Path) -> None:
     """Issue 7.3: a clone at another path rebuilt everything."""
     from xemb.embedders.data import _fingerprint
-
     from xemb.settings import XembConfig, config_hash
     from xemb.settings.offline import DataConfig
 
