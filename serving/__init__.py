@@ -1,6 +1,6 @@
 """The online half of xemb: a gRPC embedding service (``xemb.v1``) and its Python client.
 
-Public API (imported lazily, so ``import serving`` stays cheap and never imports torch):
+Public API (imported lazily, so ``import xemb.serving`` stays cheap and never imports torch):
 
 * :func:`create_server` / :func:`serve` (``xemb.serving.server``)
 * :class:`XembClient` (``xemb.serving.client``)
