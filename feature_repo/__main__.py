@@ -2,6 +2,10 @@
 
 import sys
 
-from xemb.feature_repo.cli import main
+from xemb.feast_import import skip_feast_typechecks
+
+skip_feast_typechecks()  # before anything imports Feast
+
+from xemb.feature_repo.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -136,5 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``xemb`` command: :func:`main` in a process of its own, so Feast is imported
+    without typeguard's import-time instrumentation (see ``xemb.feast_import``)."""
+    from xemb.feast_import import skip_feast_typechecks
+
+    skip_feast_typechecks()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
