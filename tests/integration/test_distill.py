@@ -49,6 +49,36 @@ def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
     return cfg, build(cfg)
 
 
+@pytest.fixture(scope="module")
+def ridge_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+    """``epochs: 0``: the student is its first layers plus the ridge-fitted head, no training."""
+    from conftest import write_config
+
+    from xemb.embedders.pipeline import build
+    from xemb.settings import load_config
+
+    folder = tmp_path_factory.mktemp("ridge")
+    (folder / "data").symlink_to(tiny_slice)
+    teacher = make_teacher(folder / "teacher")
+    student = {**STUDENT, "epochs": 0}
+    cfg = load_config(write_config(folder, {"encoder": {"model": str(teacher),
+                                                        "student": student}}))
+    return cfg, build(cfg)
+
+
+def test_zero_epochs_builds_with_the_ridge_head_alone(ridge_build, student_build) -> None:
+    _, manifest = ridge_build
+    rec = manifest.metrics["student"]
+    assert rec["loss"] == [] and rec["train_s"] < 30, rec
+    assert rec["cos_held_out"] == rec["cos_projection_init"] > rec["cos_untrained"] + 0.1, rec
+    assert abs(rec["cos_held_out_served"] - rec["cos_held_out"]) < 0.02, rec
+    assert manifest.models["encoder"]["student"] is True
+    # the same sample and split as the trained student, so the two cosines compare
+    trained = student_build[1].metrics["student"]
+    assert rec["cos_untrained"] == trained["cos_untrained"]
+    assert rec["cos_projection_init"] == trained["cos_projection_init"]
+
+
 def test_student_build_records_held_out_cosine(student_build) -> None:
     _, manifest = student_build
     rec = manifest.metrics["student"]

@@ -30,3 +30,12 @@ def test_distill_loss_is_zero_on_a_perfect_student_and_sees_relations() -> None:
     rot = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))[0]
     s = torch.nn.functional.normalize(0.9 * t + 0.1 * (t @ rot), dim=-1)
     assert float(distill_loss(s, t, 1.0, 0.05)) > float(distill_loss(s, t, 0.0, 0.05))
+
+
+def test_zero_epochs_needs_the_projection(tmp_path: Path) -> None:
+    cfg = tmp_path / "xemb.yaml"
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n    epochs: 0\n")
+    with pytest.raises(ConfigError, match="projection: true"):
+        load_config(cfg)
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n    epochs: 0\n    projection: true\n")
+    assert load_config(cfg).encoder.student.epochs == 0
