@@ -41,6 +41,13 @@ def test_wheel_has_only_the_xemb_import_name(wheel: Path) -> None:
                  "xemb/feature_repo/online_store.py", "xemb/feature_repo/feature_store.yaml",
                  "xemb/feature_repo/.feastignore", "xemb/v1/xemb_pb2.pyi", "xemb/cli.py"):
         assert path in names, path
+    # the package list in pyproject.toml is explicit: every package folder must be in it
+    where = {"xemb": "xemb", "serving": "xemb/serving", "embedders": "xemb/embedders",
+             "feature_repo": "xemb/feature_repo"}
+    for src, dst in where.items():
+        for init in (REPO / src).rglob("__init__.py"):
+            rel = init.relative_to(REPO / src).as_posix()
+            assert f"{dst}/{rel}" in names, f"{src}/{rel} is not packaged: list it in pyproject"
 
 
 def test_installed_wheel_imports_under_xemb_only(wheel: Path, tmp_path: Path) -> None:
