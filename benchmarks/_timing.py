@@ -1,9 +1,11 @@
-"""Latency percentiles of a callable, shared by the benchmarks (torch-free)."""
+"""Latency percentiles of a callable and table output, shared by the benchmarks (torch-free)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,3 +21,10 @@ def percentiles(fn: Callable[[], Any], n: int) -> tuple[float, float]:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def emit(text: str, results: dict[str, Any], out: Path | None) -> None:
+    """Print a benchmark's table; with ``out``, also write its results and the table as JSON."""
+    print(text)
+    if out:
+        out.write_text(json.dumps({**results, "table": text}, indent=2, default=str))

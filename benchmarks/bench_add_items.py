@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from _timing import emit  # noqa: E402
 
 from xemb import layout  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
@@ -145,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {"n": args.n, "items_before": before, "wall_s": wall, **out,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
                **check_served(root, out["version"], items["item_id"].to_numpy())}
-    text = table(res)
-    print(text)
-    if args.out:
-        args.out.write_text(json.dumps({**res, "table": text}, indent=2, default=str))
+    emit(table(res), res, args.out)
     return 0
 
 

@@ -14,7 +14,6 @@ extrapolations: t(N) = N / (items/s per replica x replicas).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _repo  # noqa: E402,F401
+from _timing import emit  # noqa: E402
 from scale_offline import STAGES, bench_config, make_catalogue, minilm_rate, run_stage  # noqa: E402
 
 from xemb.settings import XembConfig  # noqa: E402
@@ -278,10 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="xemb-scale-") as tmp:  # removed at the end
         res = run(args, args.workdir or Path(tmp) / "catalogue", Path(tmp))
-    text = table(res)
-    print(text)
-    if args.out:
-        args.out.write_text(json.dumps({**res, "table": text}, indent=2, default=str))
+    emit(table(res), res, args.out)
     return 0
 
 

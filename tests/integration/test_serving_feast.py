@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.synthetic_serving import publish_synthetic, running
+from xemb import feature_repo
 from xemb.settings import XembConfig
 from xemb.store import VersionStore
 
@@ -24,7 +25,6 @@ def feast_item_vectors(root, ids: np.ndarray, part: str = "full") -> np.ndarray:
 
 
 def test_grpc_and_feast_agree_bit_for_bit(tmp_path):
-    feature_repo = pytest.importorskip("xemb.feature_repo")
     manifest = publish_synthetic(tmp_path, n_items=150)
     cfg = XembConfig.model_validate({"build": {"root": str(tmp_path)},
                                      "feast": {"online_store": "sqlite"}})
