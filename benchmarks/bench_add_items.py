@@ -30,6 +30,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from _timing import emit  # noqa: E402
 
 from xemb import layout  # noqa: E402
+from xemb.ipc_tables import as_matrix  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
 from xemb.store import VersionStore  # noqa: E402
 
@@ -85,8 +86,8 @@ def check_served(root: Path, version: str, ids: np.ndarray) -> dict[str, float]:
 
     table = pq.read_table(VersionStore(root).path(version) / layout.ITEMS)
     added = table.filter(pc.is_in(table["item_id"], pa.array(ids)))
-    full = added["full"].combine_chunks()
-    vecs = full.flatten().to_numpy().reshape(len(full), -1)
+    vecs = as_matrix(added["full"], added.schema.field("full").type.list_size, np.float32,
+                     "items.parquet full")
     doms = added["domain"].to_pylist()
     found = 0
     with running(root) as (_, client):

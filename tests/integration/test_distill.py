@@ -34,36 +34,30 @@ def make_teacher(dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+def _build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path, name: str,
+           student: dict):
     from conftest import write_config
 
     from xemb.embedders.pipeline import build
     from xemb.settings import load_config
 
-    folder = tmp_path_factory.mktemp("student")
+    folder = tmp_path_factory.mktemp(name)
     (folder / "data").symlink_to(tiny_slice)
     teacher = make_teacher(folder / "teacher")
     cfg = load_config(write_config(folder, {"encoder": {"model": str(teacher),
-                                                        "student": STUDENT}}))
+                                                        "student": student}}))
     return cfg, build(cfg)
+
+
+@pytest.fixture(scope="module")
+def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+    return _build(tmp_path_factory, tiny_slice, "student", STUDENT)
 
 
 @pytest.fixture(scope="module")
 def ridge_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
     """``epochs: 0``: the student is its first layers plus the ridge-fitted head, no training."""
-    from conftest import write_config
-
-    from xemb.embedders.pipeline import build
-    from xemb.settings import load_config
-
-    folder = tmp_path_factory.mktemp("ridge")
-    (folder / "data").symlink_to(tiny_slice)
-    teacher = make_teacher(folder / "teacher")
-    student = {**STUDENT, "epochs": 0}
-    cfg = load_config(write_config(folder, {"encoder": {"model": str(teacher),
-                                                        "student": student}}))
-    return cfg, build(cfg)
+    return _build(tmp_path_factory, tiny_slice, "ridge", {**STUDENT, "epochs": 0})
 
 
 def test_zero_epochs_builds_with_the_ridge_head_alone(ridge_build, student_build) -> None:
