@@ -1,9 +1,9 @@
 """distill: a light student encoder trained to reproduce the teacher's vectors (RGCD-Rep style).
 
 The teacher (the configured ``encoder``) encodes a seeded sample of the items; the student (the
-teacher's first ``k`` layers, or a smaller local checkpoint) learns on that sample with a cosine
-loss plus in-batch relational KD (its softmax over in-batch similarities matches the teacher's),
-is exported to ONNX (optionally int8, parity then checked as cosine), and encodes every other
+teacher's first ``k`` layers, a smaller local checkpoint, or a static token-vector model:
+embedders/static_student.py) learns on that sample with a cosine loss plus in-batch relational
+KD (its softmax over in-batch similarities matches the teacher's), is exported to ONNX (optionally int8, parity then checked as cosine), and encodes every other
 item. The student is what a version publishes as ``encoder/``, so cold start uses it too.
 ``cos(student, teacher)`` is measured on sample items held out of training.
 """
@@ -33,11 +33,12 @@ from xemb.embedders.encode import (
     encode_items,
     semantic_file,
 )
+from xemb.embedders.static_student import StaticStudentEncoder
 from xemb.errors import ConfigError, ParityError
 from xemb.settings.offline import EncoderConfig, StudentConfig
 
-__all__ = ["StudentEncoder", "distill_loss", "student_key", "encode_with_student",
-           "held_out_cos", "quantize_int8", "student_record", "RECORD"]
+__all__ = ["Student", "StudentEncoder", "distill_loss", "make_student", "student_key",
+           "encode_with_student", "held_out_cos", "quantize_int8", "student_record", "RECORD"]
 
 RECORD = "distill.json"  # in the encode stage's output: what the manifest reports
 FP32_ONNX = "student/model.fp32.onnx"
@@ -85,6 +86,9 @@ class StudentPooler(torch.nn.Module):
         x = self.pooler(input_ids, attention_mask)
         return x if self.proj is None else F.normalize(self.proj(x), dim=-1)
 
+    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        return [torch.optim.AdamW(self.parameters(), lr=lr)]
+
 
 class StudentEncoder(PooledTextEncoding):
     """The student, with the interface of a ``TextEncoder`` (tokenize, module, encode)."""
@@ -121,6 +125,18 @@ class StudentEncoder(PooledTextEncoding):
         self.fingerprint = ""  # set once trained (it depends on the training data)
 
 
+Student = StudentEncoder | StaticStudentEncoder
+
+
+def make_student(cfg: EncoderConfig, teacher: TextEncoder, texts: list[str],
+                 log: Callable[[str], None] = print) -> Student:
+    """The configured kind of student, untrained (a static one is started from the teacher's
+    token vectors of ``texts``)."""
+    if cfg.student.kind == "static":
+        return StaticStudentEncoder(cfg, teacher, texts, log)
+    return StudentEncoder(cfg, teacher)
+
+
 def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float,
                  temperature: float) -> torch.Tensor:
     """``1 - cos(s, t)`` per item, plus KL(teacher || student) between their softmaxes over
@@ -136,11 +152,11 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float,
 
 
 @torch.inference_mode()
-def init_projection(student: StudentEncoder, texts: list[str], targets: np.ndarray,
+def init_projection(student: Student, texts: list[str], targets: np.ndarray,
                     ridge: float = 0.1) -> None:
     """Least-squares map from the student's pooled vectors to the teacher's (a good start:
     the head then only fine-tunes)."""
-    proj = student.module.proj
+    proj = getattr(student.module, "proj", None)
     if proj is None or not texts:
         return
     x = torch.cat([student.module.pooler(**{k: v.to(student.device) for k, v in
@@ -153,12 +169,12 @@ def init_projection(student: StudentEncoder, texts: list[str], targets: np.ndarr
     proj.bias.zero_()
 
 
-def train_student(student: StudentEncoder, texts: list[str], targets: np.ndarray,
+def train_student(student: Student, texts: list[str], targets: np.ndarray,
                   log: Callable[[str], None]) -> list[float]:
     """Fit the student to the teacher's vectors; returns the mean loss of each epoch."""
     s = student.cfg.student
     module = student.module.eval()  # dropout off: the targets are deterministic
-    opt = torch.optim.AdamW(module.parameters(), lr=s.lr)
+    opts = module.optimizers(s.learning_rate)
     gen = torch.Generator().manual_seed(s.seed)
     device = student.device
     target = torch.from_numpy(targets).to(device)
@@ -171,16 +187,18 @@ def train_student(student: StudentEncoder, texts: list[str], targets: np.ndarray
             pred = module(**{k: v.to(device) for k, v in feeds.items()})
             loss = distill_loss(pred, target[idx.to(device)], s.relational_weight,
                                 s.temperature)
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             total, steps = total + loss.item(), steps + 1
         losses.append(round(total / max(steps, 1), 5))
         log(f"distill: epoch {epoch + 1}/{s.epochs} loss {losses[-1]:.4f}")
     return losses
 
 
-def held_out_cos(student: StudentEncoder, texts: list[str], teacher: np.ndarray) -> float:
+def held_out_cos(student: Student, texts: list[str], teacher: np.ndarray) -> float:
     """Mean cosine between the student's and the teacher's vectors of the same items."""
     if not texts:
         return float("nan")
@@ -197,7 +215,7 @@ def quantize_int8(fp32: Path, dst: Path) -> None:
     quantize_dynamic(str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
-def _int8_parity(student: StudentEncoder, onnx: Path, texts: list[str], floor: float) -> float:
+def _int8_parity(student: Student, onnx: Path, texts: list[str], floor: float) -> float:
     """Lowest cosine between the fp32 student (torch) and its int8 graph on ``texts``."""
     ref = student.encode(texts)
     got = OnnxTextEncoder(student, onnx).encode(texts)  # type: ignore[arg-type]
@@ -208,7 +226,7 @@ def _int8_parity(student: StudentEncoder, onnx: Path, texts: list[str], floor: f
     return worst
 
 
-def _export(student: StudentEncoder, out: Path, texts: list[str], tol: float) -> dict:
+def _export(student: Student, out: Path, texts: list[str], tol: float) -> dict:
     """fp32 ONNX with parity against torch; with ``quantize``, the published graph is int8."""
     from xemb.embedders.export import export_encoder
 
@@ -224,7 +242,7 @@ def _export(student: StudentEncoder, out: Path, texts: list[str], tol: float) ->
                                                  s.int8_min_cos), 6)
     rec["precision"] = "int8" if s.quantize else "fp32"
     meta = json.loads((out / layout.ENCODER_META).read_text())
-    meta["student"] = {"layers": student.layers, "precision": rec["precision"]}
+    meta["student"] = {"kind": s.kind, "layers": student.layers, "precision": rec["precision"]}
     (out / layout.ENCODER_META).write_text(json.dumps(meta, indent=2))
     return rec
 
@@ -255,16 +273,16 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
            else np.zeros((len(texts), teacher.dim), np.float32))
     vec[sample], n_new = encode_items(teacher, [texts[i] for i in sample], None, cache_dir)
     t_teacher = time.perf_counter() - t0
-    student = StudentEncoder(cfg, teacher).to(device)
+    student = make_student(cfg, teacher, texts, log).to(device)
     hold_texts = [texts[i] for i in hold]
-    rec: dict = {"teacher_items": len(sample), "teacher_encoded": n_new,
+    rec: dict = {"kind": cfg.student.kind, "teacher_items": len(sample), "teacher_encoded": n_new,
                  "held_out": len(hold), "trained_on": len(train), "student_items": len(rest),
                  "layers": {"teacher": _depth(teacher),
                             "student": student.layers},
                  "cos_untrained": round(held_out_cos(student, hold_texts, vec[hold]), 6)}
     t0 = time.perf_counter()
     init_projection(student, [texts[i] for i in train], vec[train])
-    if student.module.proj is not None:
+    if getattr(student.module, "proj", None) is not None:
         rec["cos_projection_init"] = round(held_out_cos(student, hold_texts, vec[hold]), 6)
     rec["loss"] = train_student(student, [texts[i] for i in train], vec[train], log)
     rec["train_s"] = round(time.perf_counter() - t0, 2)
@@ -272,7 +290,7 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
     student.fingerprint = _fingerprint(teacher.fingerprint, cfg, texts, sample)
     log(f"distill: cos(student, teacher) on {len(hold)} held-out items "
         f"{rec['cos_untrained']:.4f} untrained -> {rec['cos_held_out']:.4f}")
-    bulk: StudentEncoder | OnnxTextEncoder = student
+    bulk: Student | OnnxTextEncoder = student
     if cfg.export_onnx:
         rec["export"] = _export(student.to("cpu"), out, texts[:64], parity_tol)
         student.to(device)

@@ -15,6 +15,10 @@ STUDENT = {"enabled": True, "layers": 2, "teacher_sample": 300, "holdout": 0.15,
            "epochs": 3, "lr": 1e-3, "batch_size": 32, "quantize": True, "projection": True,
            "int8_min_cos": 0.95}
 
+STATIC = {"enabled": True, "kind": "static", "teacher_sample": 300, "holdout": 0.15,
+          "epochs": 4, "batch_size": 32, "relational_weight": 0.0, "quantize": True,
+          "int8_min_cos": 0.95}
+
 
 def make_teacher(dst: Path) -> Path:
     """A 4-layer tiny BERT whose upper layers change its output (a larger init than BERT's
@@ -52,6 +56,12 @@ def _build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path, name: str
 @pytest.fixture(scope="module")
 def student_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
     return _build(tmp_path_factory, tiny_slice, "student", STUDENT)
+
+
+@pytest.fixture(scope="module")
+def static_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+    """``kind: static``: per-token vectors and weights + a linear head, no transformer."""
+    return _build(tmp_path_factory, tiny_slice, "static", STATIC)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +132,7 @@ def test_cold_start_encoder_is_the_student(student_build) -> None:
     cfg, manifest = student_build
     vdir = VersionStore(cfg.build.root).path(manifest.version)
     meta = json.loads((vdir / layout.ENCODER_META).read_text())
-    assert meta["student"] == {"layers": 2, "precision": "int8"}
+    assert meta["student"] == {"kind": "layers", "layers": 2, "precision": "int8"}
     ctx = prepare(cfg)
     _, _, rest = _split(len(ctx.ds.texts), cfg.encoder.student)
     rows = rest[:40]
@@ -134,3 +144,35 @@ def test_cold_start_encoder_is_the_student(student_build) -> None:
     assert (served * semantic[rows]).sum(1).min() > 0.995
     teacher = TextEncoder(cfg.encoder).encode([ctx.ds.texts[i] for i in rows])
     assert (served * teacher).sum(1).mean() < 0.99  # ... which are not the teacher's
+
+
+def test_static_student_builds_and_serves_cold_start(static_build) -> None:
+    """The static student trains (held-out cosine up from its token-vector start), its int8
+    graph is the published encoder, and cold start gets its vectors, also for a text whose
+    tokens occur in no item (their vectors come from the ridge map, not left at zero)."""
+    from xemb import layout
+    from xemb.embedders.distill import _split
+    from xemb.embedders.pipeline import prepare
+    from xemb.serving.models import ColdStartEncoder
+    from xemb.store import VersionStore
+
+    cfg, manifest = static_build
+    rec = manifest.metrics["student"]
+    assert rec["kind"] == "static" and rec["layers"] == {"teacher": 4, "student": 0}, rec
+    assert len(rec["loss"]) == 4 and rec["loss"][-1] < rec["loss"][0], rec
+    assert rec["cos_held_out"] > rec["cos_untrained"] + 0.1, rec
+    assert abs(rec["cos_held_out_served"] - rec["cos_held_out"]) < 0.02, rec
+    vdir = VersionStore(cfg.build.root).path(manifest.version)
+    meta = json.loads((vdir / layout.ENCODER_META).read_text())
+    assert meta["student"] == {"kind": "static", "layers": 0, "precision": "int8"}
+    ctx = prepare(cfg)
+    _, _, rest = _split(len(ctx.ds.texts), cfg.encoder.student)
+    cold = ColdStartEncoder(vdir / "encoder", vdir / layout.ADAPTER_ONNX)
+    served = cold.semantic([ctx.ds.texts[i] for i in rest[:40]])
+    assert (served * ctx.semantic()[rest[:40]]).sum(1).min() > 0.995
+    used = {i for enc in cold.tokenizer.encode_batch(ctx.ds.texts) for i in enc.ids}
+    unseen = next(w for w, i in sorted(cold.tokenizer.get_vocab().items())
+                  if w.isalpha() and len(w) > 4 and i not in used)
+    vec = cold.semantic([unseen])[0]
+    assert np.isfinite(vec).all() and abs(float(np.linalg.norm(vec)) - 1) < 1e-3
+    assert float(vec @ cold.semantic(["kitchen towel"])[0]) < 0.999

@@ -39,3 +39,19 @@ def test_zero_epochs_needs_the_projection(tmp_path: Path) -> None:
         load_config(cfg)
     cfg.write_text("encoder:\n  student:\n    enabled: true\n    epochs: 0\n    projection: true\n")
     assert load_config(cfg).encoder.student.epochs == 0
+
+
+def test_static_student_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "xemb.yaml"
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n    kind: static\n")
+    student = load_config(cfg).encoder.student
+    assert student.kind == "static" and student.learning_rate == 3e-3
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n")
+    assert load_config(cfg).encoder.student.learning_rate == 1e-4
+    for extra, why in (("model: ckpt", "apply to kind: layers"),
+                       ("projection: true", "apply to kind: layers"),
+                       ("epochs: 0", "trains nothing with kind: static")):
+        cfg.write_text(f"encoder:\n  student:\n    enabled: true\n    kind: static\n"
+                       f"    {extra}\n")
+        with pytest.raises(ConfigError, match=why):
+            load_config(cfg)

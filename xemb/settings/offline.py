@@ -51,6 +51,12 @@ class StudentConfig(_Section):
     enabled: bool = False
     """Distill a student and let it encode every item outside the teacher sample; the student
     becomes the published ``encoder/`` (cold start in ``EncodeItems`` uses it)."""
+    kind: Literal["layers", "static"] = "layers"
+    """``layers``: a transformer (the teacher's first ``layers`` layers, or ``model``).
+    ``static``: no transformer at all: one learned vector and weight per token of the
+    teacher's vocabulary (started from the teacher's vector of each token alone), their
+    weighted mean through a linear head; hundreds of times the teacher's items/s on a CPU
+    (embedders/static_student.py)."""
     layers: int = Field(2, ge=1)
     """Default student: the teacher's first this-many transformer layers (and its embeddings
     and tokenizer)."""
@@ -71,8 +77,9 @@ class StudentConfig(_Section):
     its layers as loaded plus the ridge-fitted projection (needs ``projection: true``)."""
     batch_size: int = Field(64, ge=2)
     """Items per training step (also the in-batch set of the relational loss)."""
-    lr: float = Field(1e-4, gt=0)
-    """AdamW learning rate."""
+    lr: float | None = Field(None, gt=0)
+    """Learning rate (AdamW; Adam and sparse Adam for ``static``); default 1e-4 for
+    ``layers``, 3e-3 for ``static``."""
     relational_weight: float = Field(1.0, ge=0)
     """Weight of the in-batch relational loss (KL between the teacher's and the student's
     softmax over in-batch similarities) beside the cosine loss."""
@@ -86,8 +93,19 @@ class StudentConfig(_Section):
     seed: int = 0
     """Seed of the sample, the held-out split and training."""
 
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default of the student's kind."""
+        return self.lr if self.lr is not None else (3e-3 if self.kind == "static" else 1e-4)
+
     @model_validator(mode="after")
     def _something_to_fit(self) -> StudentConfig:
+        if self.enabled and self.kind == "static":
+            if self.model is not None or self.projection:
+                raise ValueError("model and projection apply to kind: layers (a static "
+                                 "student uses the teacher's tokenizer and always has a head)")
+            if self.epochs == 0:
+                raise ValueError("epochs: 0 trains nothing with kind: static")
         if self.enabled and self.epochs == 0 and not self.projection and self.model is None:
             raise ValueError("epochs: 0 trains nothing unless projection: true (the student "
                              "would be the teacher's first layers, untrained)")
