@@ -63,11 +63,18 @@ class BuildContext:
             return None
         return pq.read_table(self.out("describe") / "descriptions.parquet")
 
+    @property
+    def separate(self) -> bool:
+        """Describe is on with ``describe.use: separate``: descriptions are encoded apart
+        (:meth:`description_vectors`) and fused by the adapter."""
+        return "describe" in self.keys and self.cfg.describe.use == "separate"
+
     def encoder_texts(self) -> list[str]:
         """What the encoder reads per item: the item text, with its descriptions joined
-        (``describe.use: concat``) when describe is on."""
+        (``describe.use: concat``) when describe is on; with ``separate``, the text alone
+        (the descriptions are encoded apart)."""
         described = self.descriptions()
-        if described is None:
+        if described is None or self.separate:
             return self.ds.texts
         from xemb.embedders.describe import with_descriptions
 
@@ -78,6 +85,18 @@ class BuildContext:
         copy-on-write: pages are read as a stage touches them, and shared with the page
         cache)."""
         return np.load(self.out("encode") / "semantic.npy", mmap_mode="c")
+
+    def description_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``describe.use: separate``: the encode stage's description vectors [N, K, S]
+        (memory-mapped like :meth:`semantic`) and mask [N, K] float32 (1 = the item has a
+        non-empty description), K in ``describe.prompts`` order; None otherwise."""
+        if not self.separate:
+            return None
+        from xemb.embedders.describe import DESCRIPTION_MASK, DESCRIPTION_VECTORS
+
+        out = self.out("encode")
+        return (np.load(out / DESCRIPTION_VECTORS, mmap_mode="c"),
+                np.load(out / DESCRIPTION_MASK).astype(np.float32))
 
     @functools.cached_property
     def validator(self) -> Validator | None:
@@ -110,8 +129,10 @@ class BuildContext:
 
     def train_inputs(self, semantic: np.ndarray) -> TrainInputs:
         seqs = [s for _, s in self.ds.sequences["train"]]
+        described = self.description_vectors()
+        extra = () if described is None else tuple(torch.from_numpy(x) for x in described)
         return TrainInputs(torch.from_numpy(semantic), torch.from_numpy(self.ds.item_domain),
-                           torch.from_numpy(self.warm), seqs, len(self.ds.domains))
+                           torch.from_numpy(self.warm), seqs, len(self.ds.domains), *extra)
 
 
 # ---- models the stages and publish share -------------------------------------------------
@@ -123,8 +144,10 @@ def no_intents(full: np.ndarray, domain: np.ndarray) -> ItemArrays:
 def new_adapter(ctx: BuildContext, semantic_dim: int) -> Adapter:
     a = ctx.cfg.adapter
     n_items = len(ctx.ds.item_ids) if a.id_embedding else 0
+    described = ctx.description_vectors()
     return Adapter(semantic_dim, a.dim, a.hidden, len(ctx.ds.domains), n_items, a.dropout,
-                   a.residual, a.prior, fixed_prior_rows(a, len(ctx.ds.item_ids)))
+                   a.residual, a.prior, fixed_prior_rows(a, len(ctx.ds.item_ids)),
+                   0 if described is None else described[1].shape[1])
 
 
 def load_adapter(ctx: BuildContext, semantic_dim: int) -> tuple[Adapter, dict]:
@@ -140,23 +163,31 @@ def item_vectors(ctx: BuildContext, adapter: Adapter, semantic: np.ndarray
     (``build.batch_items`` at a time on ``build.device``; the adapter is moved there)."""
     adapter.to(ctx.device)
     return adapter_outputs(adapter, semantic, ctx.ds.item_domain, ctx.warm,
-                           ctx.cfg.build.batch_items, ctx.device)
+                           ctx.cfg.build.batch_items, ctx.device, ctx.description_vectors())
+
+
+def _rows(x: np.ndarray | None, s: int, e: int, device: str) -> torch.Tensor | None:
+    return None if x is None else torch.from_numpy(np.array(x[s:e], np.float32)).to(device)
 
 
 @torch.inference_mode()
 def adapter_outputs(adapter: Adapter, semantic: np.ndarray, domain: np.ndarray,
-                    warm: np.ndarray, batch: int, device: str = "cpu"
+                    warm: np.ndarray, batch: int, device: str = "cpu",
+                    descriptions: tuple[np.ndarray, np.ndarray] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(transferable, residual, full) [N, width] of every item through the adapter (on
-    ``device``), ``batch`` items at a time into preallocated arrays."""
+    ``device``), ``batch`` items at a time into preallocated arrays; ``descriptions``:
+    the (vectors, mask) a fusing adapter reads (``describe.use: separate``)."""
     n = len(semantic)
     out = [np.zeros((n, adapter.width), np.float32) for _ in range(3)]
+    vectors, mask = descriptions if descriptions is not None else (None, None)
     for s in range(0, n, batch):
         e = min(s + batch, n)
-        parts = adapter.items(torch.from_numpy(np.array(semantic[s:e], np.float32)).to(device),
+        parts = adapter.items(_rows(semantic, s, e, device),  # type: ignore[arg-type]
                               torch.from_numpy(domain[s:e]).to(device),
                               torch.arange(s, e, device=device),
-                              torch.from_numpy(warm[s:e]).to(device))
+                              torch.from_numpy(warm[s:e]).to(device),
+                              _rows(vectors, s, e, device), _rows(mask, s, e, device))
         for acc, x in zip(out, parts):
             acc[s:e] = x.cpu().numpy()
     return out[0], out[1], out[2]

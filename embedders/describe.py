@@ -9,24 +9,39 @@ the cache are shared with the profile stage (embedders/generate.py).
 A function of item rows -> one text column per prompt, so it runs in one process and as a
 ``map_batches`` stage. In the build (``describe.enabled``) it runs before encode: its columns
 are published in ``items.parquet`` and the Feast item view, and ``describe.use: concat``
-joins them to the text the encoder reads (:func:`with_descriptions`).
+joins them to the text the encoder reads (:func:`with_descriptions`); with ``separate`` the
+encode stage encodes each description column apart with the same encoder and cache
+(:func:`encode_descriptions`) and the adapter fuses them with the title vector
+(embedders/models.py ``DescriptionFusion``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from xemb.embedders.generate import Generator, TextCache, generate_cached, generator_fingerprint
 from xemb.errors import ConfigError
 from xemb.settings.offline import DescribeConfig
 
-__all__ = ["DescribeCache", "Generator", "describe_items", "describe_table",
+if TYPE_CHECKING:
+    from xemb.embedders.encode import Encoder
+
+__all__ = ["DESCRIPTION_MASK", "DESCRIPTION_VECTORS", "DescribeCache", "Generator",
+           "describe_items", "describe_table", "description_columns", "encode_descriptions",
            "generator_fingerprint", "item_rows", "render_prompts", "with_descriptions"]
 
 DescribeCache = TextCache  # the cache is shared with the profile stage (embedders/generate.py)
+
+DESCRIPTION_VECTORS = "descriptions.npy"
+"""``separate``: the encode stage's [N, K, S] float32 description vectors (K columns in
+``describe.prompts`` order; rows of missing descriptions are the empty text's vector)."""
+DESCRIPTION_MASK = "description_mask.npy"
+"""``separate``: [N, K] bool, True where the item's description is not empty."""
 
 
 def render_prompts(template: str, items: Sequence[Mapping[str, object]]) -> list[str]:
@@ -86,3 +101,33 @@ def with_descriptions(texts: list[str], descriptions: pa.Table) -> list[str]:
     cols = [descriptions.column(c).to_pylist() for c in descriptions.column_names
             if c != "item_id"]
     return [". ".join(p for p in (t, *(c[i] for c in cols)) if p) for i, t in enumerate(texts)]
+
+
+def description_columns(descriptions: pa.Table) -> list[str]:
+    """The description columns of the describe stage's table, in ``describe.prompts`` order."""
+    return [c for c in descriptions.column_names if c != "item_id"]
+
+
+def encode_descriptions(encoder: Encoder, descriptions: pa.Table, out: Path, cache_dir: Path,
+                        flush_items: int = 65_536) -> int:
+    """``describe.use: separate``: each description column encoded apart by ``encoder``
+    (the one that encodes the titles, through the same content-addressed cache), batch by
+    batch into a memory-mapped ``out/descriptions.npy`` [N, K, S], and ``out/
+    description_mask.npy`` [N, K] (an empty description is missing: its mask is False).
+    Returns how many texts were encoded now (the rest came from the cache)."""
+    from xemb.embedders.encode import encode_items
+
+    cols = description_columns(descriptions)
+    n = descriptions.num_rows
+    vectors = np.lib.format.open_memmap(out / DESCRIPTION_VECTORS, mode="w+",
+                                        dtype=np.float32, shape=(n, len(cols), encoder.dim))
+    mask = np.zeros((n, len(cols)), bool)
+    n_new = 0
+    for k, col in enumerate(cols):
+        texts = [t or "" for t in descriptions.column(col).to_pylist()]
+        mask[:, k] = [bool(t.strip()) for t in texts]
+        n_new += encode_items(encoder, texts, None, cache_dir, out=vectors[:, k],
+                              flush_items=flush_items)[1]
+    vectors.flush()
+    np.save(out / DESCRIPTION_MASK, mask)
+    return n_new

@@ -354,18 +354,24 @@ class _AdapterOnnxActor(_ShardUDF):
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from xemb.embedders.materialize import materialize_batch
 
-        b = _arrays(batch)
-        t, r, f = materialize_batch(self.sess, b["semantic"], b["domain"], b["item_row"])
+        b = _arrays(batch)  # descriptions (describe.use: separate) come flattened [B, K*S]
+        t, r, f = materialize_batch(self.sess, b["semantic"], b["domain"], b["item_row"],
+                                    b.get("descriptions"), b.get("description_mask"))
         return {"row": b["row"], "t": t, "r": r, "f": f}
 
 
 def materialize(onnx: Path, semantic: np.ndarray, domain: np.ndarray, warm: np.ndarray,
-                build: BuildConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(transferable, residual, full) of every item through the adapter's ONNX export."""
+                build: BuildConfig, descriptions: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transferable, residual, full) of every item through the adapter's ONNX export
+    (``descriptions``: vectors [N, K, S] and mask [N, K], with ``describe.use: separate``)."""
     from xemb.embedders.materialize import item_rows
 
     cols = {"semantic": semantic, "domain": np.asarray(domain, np.int64),
             "item_row": item_rows(warm)}
+    if descriptions is not None:  # shards hold 2-D columns: K*S per item, reshaped there
+        vectors, mask = descriptions
+        cols.update(descriptions=vectors.reshape(len(vectors), -1), description_mask=mask)
     ctor = {"onnx": str(onnx), "threads": _threads(build), "device": build.device}
     got = _item_pass(cols, build, _AdapterOnnxActor, ctor, "materialize", ("t", "r", "f"))
     return got["t"], got["r"], got["f"]
@@ -375,7 +381,8 @@ def materialize_items(ctx: BuildContext, onnx: Path, semantic: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The Ray form of ``publish._materialize_items``: (t, r, f, warm)."""
     warm = ctx.warm
-    t, r, f = materialize(onnx, semantic, ctx.ds.item_domain, warm, ctx.cfg.build)
+    t, r, f = materialize(onnx, semantic, ctx.ds.item_domain, warm, ctx.cfg.build,
+                          ctx.description_vectors())
     return t, r, f, warm
 
 

@@ -73,6 +73,16 @@ def _encode_key(k: KeyInputs) -> tuple[Any, ...]:
             *student_key(c.encoder), *described)
 
 
+def _adapt_key(k: KeyInputs) -> tuple[Any, ...]:
+    c = k.cfg
+    # describe.use is in the encode key already; the description dropout only matters (and
+    # only counts, so earlier roots keep their keys) with describe.use: separate
+    separate = [c.describe.dropout] if c.describe.enabled and c.describe.use == "separate" \
+        else []
+    return (k.up["encode"], c.adapter, c.composer.max_len, c.composer.heads, c.composer.dropout,
+            CODE_VERSION, *separate)
+
+
 def _describe_key(k: KeyInputs) -> tuple[Any, ...]:
     from xemb.embedders.describe import generator_fingerprint
 
@@ -103,14 +113,13 @@ STAGES: list[Stage] = [
           enabled=lambda cfg: cfg.profile.enabled),
     Stage("encode", needs=("describe",),
           reads=("dataset", "encoder", "build.parity_tol", "describe.use"),
-          outputs=("semantic.npy", "encoder/"), key=_encode_key, run=steps.encode),
+          # descriptions.npy and description_mask.npy with describe.use: separate
+          outputs=("semantic.npy", "encoder/", "descriptions.npy", "description_mask.npy"),
+          key=_encode_key, run=steps.encode),
     Stage("adapt", needs=("encode",),
           reads=("dataset", "adapter", "composer.max_len", "composer.heads",
-                 "composer.dropout"),
-          outputs=("adapt.pt",),
-          key=lambda k: (k.up["encode"], k.cfg.adapter, k.cfg.composer.max_len,
-                         k.cfg.composer.heads, k.cfg.composer.dropout, CODE_VERSION),
-          run=steps.adapt),
+                 "composer.dropout", "describe.dropout"),
+          outputs=("adapt.pt",), key=_adapt_key, run=steps.adapt),
     Stage("intents", needs=("adapt", "encode"), reads=("dataset", "intents"),
           outputs=("intents.npz",), key=lambda k: (k.up["adapt"], k.cfg.intents),
           run=steps.intents),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xemb.adapter_io import adapter_feeds
+
 __all__ = ["item_rows", "materialize_batch", "materialize_items"]
 
 
@@ -22,25 +24,33 @@ def item_rows(warm: np.ndarray, start: int = 0) -> np.ndarray:
 
 
 def materialize_batch(sess, semantic: np.ndarray, domain: np.ndarray,  # type: ignore[no-untyped-def]
-                      item_row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One batch of items -> (transferable, residual, full), each [B, width] float32."""
-    names = {i.name for i in sess.get_inputs()}  # unused inputs are dropped at export
-    feeds = {"semantic": np.ascontiguousarray(semantic, np.float32),
-             "domain": np.ascontiguousarray(domain, np.int64), "item_row": item_row}
-    t, r, f = sess.run(None, {k: v for k, v in feeds.items() if k in names})
+                      item_row: np.ndarray, descriptions: np.ndarray | None = None,
+                      description_mask: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch of items -> (transferable, residual, full), each [B, width] float32;
+    ``descriptions`` ([B, K, S], or flattened [B, K * S]) and their mask feed a graph built
+    with ``describe.use: separate``."""
+    inputs = {i.name: i.shape for i in sess.get_inputs()}  # unused inputs are dropped at export
+    t, r, f = sess.run(None, adapter_feeds(inputs, semantic, domain, item_row, descriptions,
+                                           description_mask))
     return t, r, f
 
 
 def materialize_items(sess, semantic: np.ndarray, domain: np.ndarray,  # type: ignore[no-untyped-def]
-                      warm: np.ndarray, batch: int
+                      warm: np.ndarray, batch: int,
+                      descriptions: tuple[np.ndarray, np.ndarray] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every item through :func:`materialize_batch`, ``batch`` at a time (``semantic`` may
-    be a memory map: only one batch of it is read into memory at a time)."""
+    """Every item through :func:`materialize_batch`, ``batch`` at a time (``semantic`` and
+    the description vectors may be memory maps: one batch of them is read at a time);
+    ``descriptions``: (vectors [N, K, S], mask [N, K]) with ``describe.use: separate``."""
     n = len(semantic)
     out: list[np.ndarray] = []
+    vectors, mask = descriptions if descriptions is not None else (None, None)
     for s in range(0, n, batch):
-        parts = materialize_batch(sess, semantic[s:s + batch], domain[s:s + batch],
-                                  item_rows(warm[s:s + batch], s))
+        sl = slice(s, s + batch)
+        parts = materialize_batch(sess, semantic[sl], domain[sl], item_rows(warm[sl], s),
+                                  None if vectors is None else vectors[sl],
+                                  None if mask is None else mask[sl])
         if not out:
             out = [np.zeros((n, x.shape[1]), np.float32) for x in parts]
         for acc, x in zip(out, parts):

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Adapter", "AdapterExport", "Composer", "N_DISTANCE_BUCKETS", "distance_buckets"]
+__all__ = ["Adapter", "AdapterExport", "Composer", "DescriptionFusion", "N_DISTANCE_BUCKETS",
+           "distance_buckets"]
 
 N_DISTANCE_BUCKETS = 16
 
@@ -18,6 +19,41 @@ N_DISTANCE_BUCKETS = 16
 def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Dropout(dropout),
                          nn.Linear(hidden, out))
+
+
+class DescriptionFusion(nn.Module):
+    """``describe.use: separate`` (SemaCDR's way): the title vector and ``n`` description
+    vectors, each from the same frozen encoder, fused into one semantic vector::
+
+        fused = title + sum_k mask_k * gate_k * W_k(description_k)
+        gate_k = sigmoid(a_k . [title, description_k] + b_k)
+
+    ``mask`` [B, n] is 1 where the item has that description. A missing one (masked out)
+    adds exactly nothing, so an item without descriptions, such as a cold-start item in
+    ``EncodeItems`` (the generator runs offline only), gets its title vector unchanged: the
+    title-only path, which training keeps in distribution by masking out the descriptions
+    of a share of items per step (``describe.dropout``). The maps start at 0, so training
+    starts from the title-only adapter and learns what the descriptions add.
+    """
+
+    def __init__(self, semantic_dim: int, n: int) -> None:
+        super().__init__()
+        maps = [nn.Linear(semantic_dim, semantic_dim) for _ in range(n)]
+        for m in maps:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.maps = nn.ModuleList(maps)
+        self.gates = nn.ModuleList(nn.Linear(2 * semantic_dim, 1) for _ in range(n))
+
+    def forward(self, title: torch.Tensor, descriptions: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        """title [B, S], descriptions [B, n, S], mask [B, n] -> [B, S]."""
+        out = title
+        for k, (proj, gate) in enumerate(zip(self.maps, self.gates)):
+            d = descriptions[:, k]
+            g = torch.sigmoid(gate(torch.cat([title, d], dim=-1)))  # [B, 1]
+            out = out + (mask[:, k:k + 1].to(title.dtype) * g) * proj(d)
+        return out
 
 
 class Adapter(nn.Module):
@@ -30,11 +66,15 @@ class Adapter(nn.Module):
     per catalogue row when ``prior_rows`` is given, 0 for new items) is appended as one
     more coordinate of ``residual`` and ``full`` (``transferable`` gets 0 there), so a user
     vector ``[u, s]`` scores ``cos(u, item) + s * prior`` with one inner product.
+
+    ``n_descriptions`` > 0 (``describe.use: separate``): every part reads the title vector
+    fused with that many description vectors (:class:`DescriptionFusion`) instead of the
+    semantic vector alone; the transferable/residual split downstream is the same.
     """
 
     def __init__(self, semantic_dim: int, dim: int, hidden: int, n_domains: int,
                  n_items: int = 0, dropout: float = 0.1, residual: bool = True,
-                 prior: bool = False, prior_rows: int = 0) -> None:
+                 prior: bool = False, prior_rows: int = 0, n_descriptions: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.shared = (_mlp(semantic_dim, hidden, dim, dropout) if hidden
@@ -56,16 +96,34 @@ class Adapter(nn.Module):
         self.prior_counts: torch.Tensor | None
         self.register_buffer("prior_counts",
                              torch.zeros(prior_rows) if prior and prior_rows else None)
+        # made last: the rest starts exactly as the title-only adapter of the same seed
+        self.fusion = (DescriptionFusion(semantic_dim, n_descriptions) if n_descriptions
+                       else None)
 
     @property
     def width(self) -> int:
         return self.dim + (1 if self.prior else 0)
 
+    @property
+    def n_descriptions(self) -> int:
+        return 0 if self.fusion is None else len(self.fusion.maps)
+
+    def fuse(self, semantic: torch.Tensor, descriptions: torch.Tensor | None,
+             mask: torch.Tensor | None) -> torch.Tensor:
+        """The semantic vector the parts read: the title fused with its descriptions (with
+        fusion on). No descriptions given is the title-only path, the same as all masked."""
+        if self.fusion is None or descriptions is None or mask is None:
+            return semantic
+        return self.fusion(semantic, descriptions, mask)
+
     def parts(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
-              warm: torch.Tensor
+              warm: torch.Tensor, descriptions: torch.Tensor | None = None,
+              description_mask: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Content parts ``(t, r, full)`` [B, dim] (``full`` unit length) and the prior [B]
-        (None without ``prior``). ``warm`` selects the items that get their per-item parts."""
+        (None without ``prior``). ``warm`` selects the items that get their per-item parts;
+        ``descriptions`` [B, n, S] and ``description_mask`` [B, n] feed the fusion."""
+        semantic = self.fuse(semantic, descriptions, description_mask)
         t = self.shared(semantic)
         r = torch.zeros_like(t)
         if len(self.heads):
@@ -87,10 +145,13 @@ class Adapter(nn.Module):
         return t, r, full, p[:, 0]
 
     def items(self, semantic: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor,
-              warm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              warm: torch.Tensor, descriptions: torch.Tensor | None = None,
+              description_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Published vectors of catalogue items (``width`` wide): the text path plus the
         per-item parts where ``warm``."""
-        t, r, full, p = self.parts(semantic, domain, rows, warm)
+        t, r, full, p = self.parts(semantic, domain, rows, warm, descriptions,
+                                   description_mask)
         if p is None:
             return t, r, full
         p = p.unsqueeze(-1)
@@ -264,12 +325,17 @@ class Composer(nn.Module):
 
 class AdapterExport(nn.Module):
     """The ONNX face of the adapter: ``item_row`` is the item's row in items.parquet for
-    catalogue items (adds the collaborative part) and -1 for new items (text only)."""
+    catalogue items (adds the collaborative part) and -1 for new items (text only). With
+    fusion on, ``descriptions`` [B, n, S] and ``description_mask`` [B, n] (float, 1 =
+    present) are inputs too; a new item feeds mask 0 (no descriptions online)."""
 
     def __init__(self, adapter: Adapter) -> None:
         super().__init__()
         self.adapter = adapter
 
-    def forward(self, semantic: torch.Tensor, domain: torch.Tensor, item_row: torch.Tensor
+    def forward(self, semantic: torch.Tensor, domain: torch.Tensor, item_row: torch.Tensor,
+                descriptions: torch.Tensor | None = None,
+                description_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.adapter.items(semantic, domain, item_row.clamp(min=0), item_row >= 0)
+        return self.adapter.items(semantic, domain, item_row.clamp(min=0), item_row >= 0,
+                                  descriptions, description_mask)

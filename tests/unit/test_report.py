@@ -144,6 +144,19 @@ def test_the_gate_section_says_whether_the_switch_log_made_it_current(tmp_path: 
     assert "published but not made current" not in page
 
 
+def test_the_page_says_how_the_build_used_descriptions(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    base = _full_inputs(tmp_path)
+    assert "describe.use" not in render(base, tmp_path / "plain").read_text()
+    described = base.manifest.model_copy(update={"params": {"describe": {
+        "use": "separate", "columns": ["description_general", "description_domain"],
+        "dropout": 0.25}}})
+    page = render(replace(base, manifest=described), tmp_path / "d").read_text()
+    assert ("descriptions: describe.use separate (encoded apart, fused by the adapter; "
+            "description_general, description_domain)") in page
+
+
 def test_missing_inputs_give_notes(tmp_path: Path) -> None:
     inputs = ReportInputs(
         manifest=_manifest(False), splits={"valid": Missing("the dataset has no valid rows"),

@@ -159,8 +159,17 @@ class DescribeConfig(_Section):
     ``{text}`` (the encoder's text) and any other column of the items table."""
     use: Literal["concat", "separate"] = "concat"
     """How the encoder uses the descriptions: ``concat``: joined to the item text (with
-    '. ') before encoding. ``separate`` (encoded apart and fused by the adapter, SemaCDR's
-    way) is not implemented yet and is refused."""
+    '. ') before encoding. ``separate`` (SemaCDR's way): the title and each description are
+    encoded apart by the same encoder (``semantic.npy`` holds the title vectors) and the
+    adapter fuses them (a per-description linear map and a learned gate added to the title
+    vector; a missing description, masked out, adds nothing, so items without descriptions,
+    such as cold-start items in ``EncodeItems``, take the title-only path). Not combinable
+    with ``encoder.student`` yet. Which of the two is better is judged on valid with a real
+    generative checkpoint; none is available here, so the default stays ``concat``."""
+    dropout: float = Field(0.25, ge=0, lt=1)
+    """``separate``: share of items whose descriptions are masked out in each adapter training
+    step, so the no-description path that cold-start items take is trained, not out of
+    distribution (``concat`` ignores it)."""
     max_new_tokens: int = Field(48, ge=1, le=1024)
     """Most tokens generated per item."""
     max_prompt_tokens: int = Field(256, ge=8)
@@ -176,14 +185,6 @@ class DescribeConfig(_Section):
             raise ValueError(f"unknown description column {bad[0]!r} (columns: "
                              f"{', '.join(DESCRIPTION_COLUMNS)})")
         return prompts
-
-    @field_validator("use")
-    @classmethod
-    def _implemented(cls, use: str) -> str:
-        if use == "separate":
-            raise ValueError("describe.use: 'separate' (descriptions encoded apart and fused "
-                             "by the adapter) is not implemented yet; use 'concat'")
-        return use
 
 
 PROFILE_PLACEHOLDERS = {"domain_prompt": ("domain", "titles"), "profile_prompt": ("summaries",)}
