@@ -1,11 +1,12 @@
 """Teacher vs distilled student: encode items/s under torch and ONNX Runtime, fp32 and int8,
-on a sample of titles, one table (issue 8).
+on titles outside the teacher sample (none of them trained the student), one table (issue 8).
 
     python benchmarks/bench_student.py -c examples/food-kitchen/xemb-student.yaml
 
 The student is the trained one from the config's build root when its encode stage is there
-(its held-out cos(student, teacher) is then printed too); otherwise the teacher's first k
-layers untrained, which run at the same speed. ONNX graphs are exported into a temp folder.
+(its held-out cos(student, teacher) and stage timings are then printed too); otherwise the
+untrained student of the configured kind (the teacher's first k layers, or static token
+vectors), which runs at the same speed. ONNX graphs are exported into a temp folder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from xemb import layout  # noqa: E402
-from xemb.embedders.distill import FP32_ONNX, StudentEncoder, quantize_int8, student_record  # noqa: E402
+from xemb.embedders.distill import (  # noqa: E402
+    FP32_ONNX,
+    _split,
+    make_student,
+    quantize_int8,
+    student_record,
+)
 from xemb.embedders.encode import OnnxTextEncoder, TextEncoder  # noqa: E402
 from xemb.embedders.export import export_encoder  # noqa: E402
 from xemb.settings import load_config  # noqa: E402
@@ -51,11 +58,17 @@ def _trained_graphs(cfg) -> tuple[Path, Path, dict] | None:  # type: ignore[no-u
     return out / FP32_ONNX, out / layout.ENCODER_ONNX, rec
 
 
+def _describe(s, student) -> str:  # type: ignore[no-untyped-def]
+    return ("static token vectors" if s.kind == "static" else
+            f"first {student.layers} layers")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--config", required=True)
     ap.add_argument("--root", help="build root (default: the config's)")
-    ap.add_argument("-n", type=int, default=1000, help="titles encoded")
+    ap.add_argument("-n", type=int, default=1000, help="titles encoded (a seeded sample of the items outside the teacher "
+                    "sample)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     cfg = load_config(args.config, {"build.root": args.root} if args.root else None)
@@ -63,9 +76,10 @@ def main() -> None:
     from xemb.embedders.data import load_dataset
 
     texts = load_dataset(cfg.data).texts
-    texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:args.n]]
+    _, _, rest = _split(len(texts), cfg.encoder.student)  # items outside the teacher sample
+    texts = [texts[i] for i in np.random.default_rng(0).permutation(rest)[:args.n]]
     teacher, tmp = TextEncoder(cfg.encoder), Path(tempfile.mkdtemp(prefix="bench-student-"))
-    student = StudentEncoder(cfg.encoder, teacher)
+    student = make_student(cfg.encoder, teacher, texts, log=lambda m: None)
     built = _trained_graphs(cfg)
     if built is None:
         export_encoder(student, tmp / "s", texts, 1e-4, cfg.encoder.max_length)
@@ -91,7 +105,8 @@ def main() -> None:
     ref_rate, ref = results[("teacher", "torch", "fp32")]
     print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{len(texts)} titles, batch {cfg.encoder.batch_size}, "
-          f"student = first {student.layers} layers ({'trained' if built else 'untrained'})")
+          f"student = {_describe(cfg.encoder.student, student)} "
+          f"({'trained' if built else 'untrained'})")
     print(f"{'model':8} {'backend':8} {'dtype':6} {'items/s':>9} {'x teacher':>10} "
           f"{'cos vs teacher torch':>21}")
     for (who, backend, dtype), (rate, vec) in results.items():
@@ -103,6 +118,10 @@ def main() -> None:
         print(f"held-out cos(student, teacher) from the build: {rec['cos_held_out']:.4f} "
               f"(served int8 graph {rec.get('cos_held_out_served', float('nan')):.4f}, "
               f"untrained {rec['cos_untrained']:.4f}, {rec['held_out']} items)")
+        t = rec.get("timings_s", {})
+        print(f"build's encode stage: teacher {t.get('teacher')} s on {rec['teacher_items']} "
+              f"items, training {rec['train_s']} s, student {t.get('student')} s on "
+              f"{rec['student_items']} items")
 
 
 if __name__ == "__main__":
