@@ -67,8 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--config", required=True)
     ap.add_argument("--root", help="build root (default: the config's)")
-    ap.add_argument("-n", type=int, default=1000, help="titles encoded (a seeded sample of the items outside the teacher "
-                    "sample)")
+    ap.add_argument("-n", type=int, default=1000,
+                    help="titles encoded (a seeded sample of the items outside the teacher sample)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     cfg = load_config(args.config, {"build.root": args.root} if args.root else None)

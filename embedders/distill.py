@@ -3,9 +3,10 @@
 The teacher (the configured ``encoder``) encodes a seeded sample of the items; the student (the
 teacher's first ``k`` layers, a smaller local checkpoint, or a static token-vector model:
 embedders/static_student.py) learns on that sample with a cosine loss plus in-batch relational
-KD (its softmax over in-batch similarities matches the teacher's), is exported to ONNX (optionally int8, parity then checked as cosine), and encodes every other
-item. The student is what a version publishes as ``encoder/``, so cold start uses it too.
-``cos(student, teacher)`` is measured on sample items held out of training.
+KD (its softmax over in-batch similarities matches the teacher's), is exported to ONNX
+(optionally int8, parity then checked as cosine), and encodes every other item. The student
+is what a version publishes as ``encoder/``, so cold start uses it too. ``cos(student,
+teacher)`` is measured on sample items held out of training.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def train_student(student: Student, texts: list[str], targets: np.ndarray,
             idx = perm[b:b + s.batch_size]
             feeds = student.tokenize([texts[i] for i in idx])
             pred = module(**{k: v.to(device) for k, v in feeds.items()})
-            loss = distill_loss(pred, target[idx.to(device)], s.relational_weight,
+            loss = distill_loss(pred, target[idx.to(device)], s.relational,
                                 s.temperature)
             for opt in opts:
                 opt.zero_grad()

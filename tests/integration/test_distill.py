@@ -16,7 +16,7 @@ STUDENT = {"enabled": True, "layers": 2, "teacher_sample": 300, "holdout": 0.15,
            "int8_min_cos": 0.95}
 
 STATIC = {"enabled": True, "kind": "static", "teacher_sample": 300, "holdout": 0.15,
-          "epochs": 4, "batch_size": 32, "relational_weight": 0.0, "quantize": True,
+          "epochs": 4, "batch_size": 32, "quantize": True,
           "int8_min_cos": 0.95}
 
 

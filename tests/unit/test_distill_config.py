@@ -46,8 +46,10 @@ def test_static_student_options(tmp_path: Path) -> None:
     cfg.write_text("encoder:\n  student:\n    enabled: true\n    kind: static\n")
     student = load_config(cfg).encoder.student
     assert student.kind == "static" and student.learning_rate == 3e-3
+    assert student.relational == 0.0
     cfg.write_text("encoder:\n  student:\n    enabled: true\n")
-    assert load_config(cfg).encoder.student.learning_rate == 1e-4
+    layers = load_config(cfg).encoder.student
+    assert layers.learning_rate == 1e-4 and layers.relational == 1.0
     for extra, why in (("model: ckpt", "apply to kind: layers"),
                        ("projection: true", "apply to kind: layers"),
                        ("epochs: 0", "trains nothing with kind: static")):
