@@ -159,6 +159,7 @@ def test_static_student_builds_and_serves_cold_start(static_build) -> None:
     cfg, manifest = static_build
     rec = manifest.metrics["student"]
     assert rec["kind"] == "static" and rec["layers"] == {"teacher": 4, "student": 0}, rec
+    assert set(rec["timings_s"]) == {"teacher", "student_init", "student"}, rec
     assert len(rec["loss"]) == 4 and rec["loss"][-1] < rec["loss"][0], rec
     assert rec["cos_held_out"] > rec["cos_untrained"] + 0.1, rec
     assert abs(rec["cos_held_out_served"] - rec["cos_held_out"]) < 0.02, rec
