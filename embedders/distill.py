@@ -259,11 +259,14 @@ def _split(n: int, s: StudentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_dir: Path,
                         parity_tol: float, threads: int | None,
                         log: Callable[[str], None], device: str = "cpu",
-                        vectors_path: Path | None = None) -> np.ndarray:
+                        vectors_path: Path | None = None
+                        ) -> tuple[np.ndarray, Student | OnnxTextEncoder]:
     """Teacher vectors for the sample, student vectors for the rest (written batch by batch
     into a memory-mapped ``vectors_path`` when given); teacher and student run on ``device``
     (the export on CPU). The student's ONNX export (``encoder/``) and ``distill.json``
-    (held-out cosine, timings) land in ``out``."""
+    (held-out cosine, timings) land in ``out``. Returns the vectors and the trained student
+    as it encoded the rest (its published graph with ``backend: onnx``), for other texts
+    of the build (``describe.use: separate``'s descriptions)."""
     if cfg.type != "text":
         raise ConfigError("encoder.student needs encoder.type: text")
     teacher = TextEncoder(cfg).to(device)
@@ -312,7 +315,7 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
     (out / RECORD).write_text(json.dumps(rec, indent=2))
     if isinstance(vec, np.memmap):
         vec.flush()
-    return vec
+    return vec, bulk
 
 
 def _fingerprint(teacher_fp: str, cfg: EncoderConfig, texts: list[str],

@@ -25,6 +25,7 @@ from xemb.embedders.context import (
 )
 from xemb.embedders.distill import encode_with_student
 from xemb.embedders.encode import (
+    Encoder,
     OnnxTextEncoder,
     TextEncoder,
     encode_items,
@@ -71,9 +72,11 @@ def encode(ctx: BuildContext, out: Path) -> None:
     same encoder then encodes each description column apart (``descriptions.npy``)."""
     cfg, texts = ctx.cfg.encoder, ctx.encoder_texts()
     if cfg.student.enabled:  # teacher on a sample, the distilled student on the rest
-        encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" / "encode",
-                            ctx.cfg.build.parity_tol, ctx.cfg.build.threads, log,
-                            device=ctx.device, vectors_path=out / "semantic.npy")
+        _, student = encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" /
+                                         "encode", ctx.cfg.build.parity_tol,
+                                         ctx.cfg.build.threads, log, device=ctx.device,
+                                         vectors_path=out / "semantic.npy")
+        _encode_descriptions(ctx, student, out)  # by the student, as cold start would
         return
     encoder = load_encoder(cfg)  # on CPU for the export; then on build.device
     if cfg.export_onnx:
@@ -99,15 +102,21 @@ def encode(ctx: BuildContext, out: Path) -> None:
                             out=vectors, flush_items=ctx.cfg.build.batch_items)
     vectors.flush()
     log(f"encode: {n_new} of {len(vectors)} items encoded, the rest from cache")
-    described = ctx.descriptions()
-    if ctx.separate and described is not None:
-        from xemb.embedders.describe import encode_descriptions
+    _encode_descriptions(ctx, encoder, out)
 
-        n_new = encode_descriptions(encoder, described, out,
-                                    ctx.cfg.build.root / "cache" / "encode",
-                                    ctx.cfg.build.batch_items)
-        log(f"encode: {n_new} of {described.num_rows * (described.num_columns - 1)} "
-            f"descriptions encoded apart (describe.use: separate), the rest from cache")
+
+def _encode_descriptions(ctx: BuildContext, encoder: Encoder, out: Path) -> None:
+    """``describe.use: separate``: each description column encoded apart by the encoder that
+    encoded the titles (the distilled student, when on, for every item)."""
+    described = ctx.descriptions()
+    if not ctx.separate or described is None:
+        return
+    from xemb.embedders.describe import encode_descriptions
+
+    n_new = encode_descriptions(encoder, described, out, ctx.cfg.build.root / "cache" /
+                                "encode", ctx.cfg.build.batch_items)
+    log(f"encode: {n_new} of {described.num_rows * (described.num_columns - 1)} "
+        f"descriptions encoded apart (describe.use: separate), the rest from cache")
 
 
 def adapt(ctx: BuildContext, out: Path) -> None:

@@ -211,18 +211,29 @@ def test_use_and_dropout_feed_the_stage_keys(small_slice: Path, tiny_bert: Path,
     assert keys(use="concat", dropout=0.5) == concat  # concat ignores it
 
 
-def test_separate_with_a_student_is_a_config_error_naming_both(tmp_path: Path) -> None:
-    import yaml
+def test_separate_with_a_static_student_encodes_descriptions_by_the_student(
+        tmp_path: Path, small_slice: Path, tiny_bert: Path, gpt2: Path) -> None:
+    """With a distilled student on, the student (the published encoder, as cold start would)
+    encodes every description; the titles keep the teacher/student split."""
+    from xemb import layout
+    from xemb.embedders.describe import DESCRIPTION_VECTORS, description_columns
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.serving.models import ColdStartEncoder
 
-    from xemb.errors import ConfigError
-    from xemb.settings import load_config
-
-    path = tmp_path / "x.yaml"
-    path.write_text(yaml.safe_dump({"describe": {"enabled": True, "use": "separate"},
-                                    "encoder": {"student": {"enabled": True}}}))
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    assert "describe.use: 'separate'" in str(err.value)
-    assert "encoder.student.enabled" in str(err.value)
-    path.write_text(yaml.safe_dump({"describe": {"enabled": True, "use": "separate"}}))
-    assert load_config(path).describe.use == "separate"
+    cfg = _config(tmp_path, small_slice, tiny_bert, gpt2)
+    student = {"enabled": True, "kind": "static", "teacher_sample": 60, "holdout": 0.2,
+               "epochs": 2, "quantize": False}
+    cfg = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={
+        "student": cfg.encoder.student.model_validate(student)})})
+    manifest = build(cfg)
+    assert manifest is not None and manifest.metrics["student"]["kind"] == "static"
+    ctx = prepare(cfg)
+    described = ctx.descriptions()
+    assert described is not None
+    vectors = np.load(ctx.out("encode") / DESCRIPTION_VECTORS)
+    base = cfg.build.root / "versions" / manifest.version
+    served = ColdStartEncoder(base / layout.ENCODER_DIR, base / layout.ADAPTER_ONNX)
+    for k, col in enumerate(description_columns(described)):
+        texts = described.column(col).to_pylist()[:20]
+        got = served.semantic([t or "" for t in texts])
+        assert (got * vectors[:20, k]).sum(1).min() > 0.999, col

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xemb.errors import ConfigError
 from xemb.settings.feast import FeastConfig
@@ -57,19 +57,6 @@ class XembConfig(BaseModel):
     """Feast publishing."""
     serving: ServingConfig = Field(default_factory=ServingConfig)
     """gRPC service."""
-
-    @model_validator(mode="after")
-    def _separate_without_student(self) -> XembConfig:
-        """``describe.use: separate`` encodes the descriptions with the build's encoder; with
-        a distilled student the teacher/student split would have to cover them too, which
-        is not implemented: refused rather than half done."""
-        if (self.describe.enabled and self.describe.use == "separate"
-                and self.encoder.student.enabled):
-            raise ValueError("describe.use: 'separate' cannot be combined with "
-                             "encoder.student.enabled: true yet (the student does not encode "
-                             "the descriptions); use describe.use: concat or turn the student "
-                             "off")
-        return self
 
 
 _PATH_FIELDS = {"data": ("path", "items", "events"), "encoder": ("model",),
