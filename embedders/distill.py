@@ -303,12 +303,14 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
         if cfg.backend == "onnx":
             bulk = OnnxTextEncoder(student, out / layout.ENCODER_ONNX,  # type: ignore[arg-type]
                                    threads, device)
-    t0 = time.perf_counter()
-    for idx, v in bulk.batches([texts[i] for i in rest]):  # streamed into vec
-        vec[rest[idx]] = v
     if bulk is not student:  # the graph that encodes the rest and cold-start items
         rec["cos_held_out_served"] = round(float(
             (bulk.encode(hold_texts) * vec[hold]).sum(1).mean()), 6)
+    t0 = time.perf_counter()
+    rows = rest if cfg.student.sample_vectors == "teacher" else np.arange(len(texts))
+    for idx, v in bulk.batches([texts[i] for i in rows]):  # streamed into vec
+        vec[rows[idx]] = v
+    rec["sample_vectors"], rec["student_items"] = cfg.student.sample_vectors, len(rows)
     rec["timings_s"] = {"teacher": round(t_teacher, 2), "student_init": round(t_init, 2),
                         "student": round(time.perf_counter() - t0, 2)}
     rec["fingerprint"] = student.fingerprint

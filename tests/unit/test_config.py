@@ -55,3 +55,18 @@ def test_every_field_is_documented() -> None:
         return missing
 
     assert walk(XembConfig) == []
+
+
+def test_overrides_reach_nested_sections(tmp_path: Path) -> None:
+    """``load_config(path, {"a.b.c": v})`` (benchmarks' ``--set``) sets a nested field and
+    keeps the file's other values; a dotted path through a value is a clear error."""
+    p = tmp_path / "x.yaml"
+    p.write_text("encoder:\n  student:\n    enabled: true\n    epochs: 7\n")
+    cfg = load_config(p, {"encoder.student.sample_vectors": "student", "build.keep_versions": 2})
+    assert cfg.encoder.student.sample_vectors == "student"
+    assert cfg.encoder.student.epochs == 7 and cfg.encoder.student.enabled
+    assert cfg.build.keep_versions == 2
+    with pytest.raises(ConfigError, match=r"encoder\.student\.sample_vectors: Input should be"):
+        load_config(p, {"encoder.student.sample_vectors": "both"})
+    with pytest.raises(ConfigError, match="override encoder.student.epochs.x: epochs is not"):
+        load_config(p, {"encoder.student.epochs.x": 1})

@@ -100,8 +100,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Xe
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for dotted, value in (overrides or {}).items():
-        section, key = dotted.split(".", 1)
-        raw.setdefault(section, {})[key] = value
+        *parents, key = dotted.split(".")
+        node = raw
+        for part in parents:  # "encoder.student.epochs" reaches into nested sections
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: override {dotted}: {part} is not a section")
+        node[key] = value
     _resolve_paths(raw, path.resolve().parent)
     try:
         return XembConfig.model_validate(raw)

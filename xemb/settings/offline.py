@@ -94,6 +94,10 @@ class StudentConfig(_Section):
     student's on the export sample (the build fails below it)."""
     seed: int = 0
     """Seed of the sample, the held-out split and training."""
+    sample_vectors: Literal["teacher", "student"] = "teacher"
+    """The vectors the teacher-sample items keep: the teacher's (more exact), or the trained
+    student's like every other item (one encoder's space for the whole catalogue and for
+    cold start)."""
 
     @property
     def relational(self) -> float:
