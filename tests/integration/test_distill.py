@@ -65,6 +65,13 @@ def static_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
 
 
 @pytest.fixture(scope="module")
+def static_everywhere_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
+    """``sample_vectors: student``: the teacher sample too keeps the student's vectors."""
+    return _build(tmp_path_factory, tiny_slice, "static-all",
+                  {**STATIC, "sample_vectors": "student"})
+
+
+@pytest.fixture(scope="module")
 def ridge_build(tmp_path_factory: pytest.TempPathFactory, tiny_slice: Path):
     """``epochs: 0``: the student is its first layers plus the ridge-fitted head, no training."""
     return _build(tmp_path_factory, tiny_slice, "ridge", {**STUDENT, "epochs": 0})
@@ -177,3 +184,34 @@ def test_static_student_builds_and_serves_cold_start(static_build) -> None:
     vec = cold.semantic([unseen])[0]
     assert np.isfinite(vec).all() and abs(float(np.linalg.norm(vec)) - 1) < 1e-3
     assert float(vec @ cold.semantic(["kitchen towel"])[0]) < 0.999
+
+
+def test_sample_vectors_student_gives_every_item_the_students_vector(
+        static_everywhere_build, static_build) -> None:
+    """With ``sample_vectors: student`` the teacher still encodes (and trains on) its sample,
+    but every item, the sample included, gets the published encoder's vector, the one cold
+    start gives; by default the sample keeps the teacher's."""
+    from xemb import layout
+    from xemb.embedders.distill import _split
+    from xemb.embedders.pipeline import prepare
+    from xemb.serving.models import ColdStartEncoder
+    from xemb.store import VersionStore
+
+    for build, sample_is_student in ((static_everywhere_build, True), (static_build, False)):
+        cfg, manifest = build
+        rec = manifest.metrics["student"]
+        assert rec["sample_vectors"] == ("student" if sample_is_student else "teacher")
+        n = manifest.counts["items"]
+        assert rec["student_items"] == (n if sample_is_student else n - 300), rec
+        assert rec["teacher_items"] == 300 and rec["trained_on"] == 255, rec
+        ctx = prepare(cfg)
+        hold, train, _ = _split(len(ctx.ds.texts), cfg.encoder.student)
+        rows = np.concatenate([hold[:20], train[:20]])
+        vdir = VersionStore(cfg.build.root).path(manifest.version)
+        served = ColdStartEncoder(vdir / "encoder", vdir / layout.ADAPTER_ONNX).semantic(
+            [ctx.ds.texts[i] for i in rows])
+        cos = (served * ctx.semantic()[rows]).sum(1)
+        if sample_is_student:
+            assert cos.min() > 0.995, cos
+        else:  # the teacher's vectors, which the student only approximates
+            assert cos.mean() < 0.99, cos
