@@ -148,9 +148,13 @@ def test_cold_start_encoder_is_the_student(student_build) -> None:
     semantic = ctx.semantic()
     # the build's student rows (int8 quantizes activations per call, over the whole batch:
     # another batch gives the same text a vector a little off, cosine ~0.999)
-    assert (served * semantic[rows]).sum(1).min() > 0.995
+    own = (served * semantic[rows]).sum(1)
+    assert own.min() > 0.995
     teacher = TextEncoder(cfg.encoder).encode([ctx.ds.texts[i] for i in rows])
-    assert (served * teacher).sum(1).mean() < 0.99  # ... which are not the teacher's
+    # ... which are not the teacher's: a trained student can come within cosine 0.997 of this
+    # tiny teacher (transformers 5.25), still several times further off than int8's jitter
+    gap_teacher, gap_own = 1 - float((served * teacher).sum(1).mean()), 1 - float(own.mean())
+    assert gap_teacher > 2 * gap_own and gap_teacher > 5e-4, (gap_teacher, gap_own)
 
 
 def test_static_student_builds_and_serves_cold_start(static_build) -> None:
