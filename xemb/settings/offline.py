@@ -94,10 +94,12 @@ class StudentConfig(_Section):
     student's on the export sample (the build fails below it)."""
     seed: int = 0
     """Seed of the sample, the held-out split and training."""
-    sample_vectors: Literal["teacher", "student"] = "teacher"
-    """The vectors the teacher-sample items keep: the teacher's (more exact), or the trained
-    student's like every other item (one encoder's space for the whole catalogue and for
-    cold start)."""
+    sample_vectors: Literal["teacher", "student"] = "student"
+    """The vectors the teacher-sample items keep: the trained student's, like every other
+    item (one encoder's space for the whole catalogue and for cold start), or the teacher's
+    (more exact, a second space beside the student's). Valid chose ``student`` for the
+    static student on food-kitchen (mean HR@10 0.508 vs 0.506) and on its 8,000-user
+    variant (0.193 vs 0.181); not measured for ``layers`` (README)."""
 
     @property
     def relational(self) -> float:
