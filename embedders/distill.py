@@ -4,7 +4,8 @@ The teacher (the configured ``encoder``) encodes a seeded sample of the items; t
 teacher's first ``k`` layers, a smaller local checkpoint, or a static token-vector model:
 embedders/static_student.py) learns on that sample with a cosine loss plus in-batch relational
 KD (its softmax over in-batch similarities matches the teacher's), is exported to ONNX
-(optionally int8, parity then checked as cosine), and encodes every other item. The student
+(optionally int8, parity then checked as cosine), and encodes every other item (and, with
+``sample_vectors: student``, the default, the sample items too: one space for all). The student
 is what a version publishes as ``encoder/``, so cold start uses it too. ``cos(student,
 teacher)`` is measured on sample items held out of training.
 """
@@ -261,7 +262,8 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
                         log: Callable[[str], None], device: str = "cpu",
                         vectors_path: Path | None = None
                         ) -> tuple[np.ndarray, Student | OnnxTextEncoder]:
-    """Teacher vectors for the sample, student vectors for the rest (written batch by batch
+    """Teacher vectors for the sample (kept there with ``sample_vectors: teacher``), student
+    vectors for the rest, or for every item by default (written batch by batch
     into a memory-mapped ``vectors_path`` when given); teacher and student run on ``device``
     (the export on CPU). The student's ONNX export (``encoder/``) and ``distill.json``
     (held-out cosine, timings) land in ``out``. Returns the vectors and the trained student
