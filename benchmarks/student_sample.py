@@ -67,22 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     from xemb.embedders.data import load_dataset
-    from xemb.embedders.distill import _split
+    from xemb.embedders.distill import _split, sample_order
     from xemb.embedders.encode import TextEncoder, encode_items
     from xemb.settings import load_config
 
     over = {"encoder.student.enabled": True}
     if args.kind:
         over["encoder.student.kind"] = args.kind
-    cfg = load_config(args.config, over).encoder
+    full = load_config(args.config, over)
+    cfg = full.encoder
     torch.set_num_threads(args.threads)
-    texts = load_dataset(load_config(args.config).data).texts
+    texts = load_dataset(full.data).texts
     sizes = sorted(int(s) for s in args.samples.split(","))
     if sizes[-1] > len(texts):
         raise SystemExit(f"--samples: {sizes[-1]} is more than the {len(texts)} items")
     s = cfg.student
     hold, _, _ = _split(len(texts), s.model_copy(update={"teacher_sample": sizes[0]}))
-    order = np.random.default_rng(s.seed).permutation(len(texts))  # the build's permutation
+    order = sample_order(len(texts), s)  # the build's: each sample is a prefix of it
     teacher = TextEncoder(cfg)
     big = order[:sizes[-1]]
     _log(f"[student_sample] the teacher encodes {len(big)} items")
@@ -91,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     vec[big], _ = encode_items(teacher, [texts[i] for i in big], None,
                                Path(tempfile.mkdtemp(prefix="student-sample-")))
     teacher_rate = len(big) / (time.perf_counter() - t0)
-    held = set(hold.tolist())
     print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{len(texts)} items, student kind {s.kind}, {s.epochs} epochs, "
           f"{len(hold)} held-out items (the same for every row), teacher "
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'teacher_sample':>14} {'trained on':>10} {'held-out cos':>12} {'teacher s':>9} "
           f"{'start s':>7} {'train s':>7} {'student s':>9} {'encode stage s':>14}")
     for n in sizes:
-        train = np.array([i for i in order[:n] if i not in held])
+        train = order[:n][~np.isin(order[:n], hold)]  # in the permutation's order
         _log(f"[student_sample] teacher_sample {n}: training on {len(train)} items")
         r = _row(cfg, teacher, texts, vec, hold, train, len(texts) - n)
         t_teacher = n / teacher_rate

@@ -40,7 +40,8 @@ from xemb.errors import ConfigError, ParityError
 from xemb.settings.offline import EncoderConfig, StudentConfig
 
 __all__ = ["Student", "StudentEncoder", "distill_loss", "make_student", "student_key",
-           "encode_with_student", "held_out_cos", "quantize_int8", "student_record", "RECORD"]
+           "encode_with_student", "held_out_cos", "quantize_int8", "sample_order",
+           "student_record", "RECORD"]
 
 RECORD = "distill.json"  # in the encode stage's output: what the manifest reports
 FP32_ONNX = "student/model.fp32.onnx"
@@ -249,9 +250,15 @@ def _export(student: Student, out: Path, texts: list[str], tol: float) -> dict:
     return rec
 
 
+def sample_order(n: int, s: StudentConfig) -> np.ndarray:
+    """The seeded permutation of ``n`` items whose first ``teacher_sample`` are the teacher
+    sample (so a smaller sample is a prefix of a larger one)."""
+    return np.random.default_rng(s.seed).permutation(n)
+
+
 def _split(n: int, s: StudentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(held-out, training, student-encoded) item rows: a seeded sample for the teacher."""
-    perm = np.random.default_rng(s.seed).permutation(n)
+    perm = sample_order(n, s)
     sample = perm[: min(s.teacher_sample, n)]
     n_hold = max(1, round(s.holdout * len(sample)))
     return np.sort(sample[:n_hold]), np.sort(sample[n_hold:]), np.sort(perm[len(sample):])
