@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from xemb.embedders.generate import Generator, TextCache, generate_cached, generator_fingerprint
+from xemb.embedders.generate import (
+    Generator,
+    TextCache,
+    TextGenerator,
+    generate_cached,
+    generator_fingerprint,
+)
 from xemb.errors import ConfigError
 from xemb.settings.offline import DescribeConfig
 
@@ -54,7 +60,7 @@ def render_prompts(template: str, items: Sequence[Mapping[str, object]]) -> list
 
 
 def describe_items(cfg: DescribeConfig, items: Sequence[Mapping[str, object]], cache_dir: Path,
-                   generator: Generator | None = None,
+                   generator: TextGenerator | None = None,
                    log: Callable[[str], None] = print,
                    device: str = "cpu") -> tuple[dict[str, list[str]], int]:
     """One generated text per item and prompt (``cfg.prompts``: column -> template); returns
@@ -87,10 +93,12 @@ def item_rows(items: pa.Table) -> list[dict[str, object]]:
 
 
 def describe_table(cfg: DescribeConfig, items: pa.Table, cache_dir: Path, device: str = "cpu",
-                   log: Callable[[str], None] = print) -> pa.Table:
+                   log: Callable[[str], None] = print,
+                   generator: TextGenerator | None = None) -> pa.Table:
     """The describe stage over an items table: ``item_id`` and one string column per prompt
     (``describe.prompts``), in the table's row order."""
-    cols, _ = describe_items(cfg, item_rows(items), cache_dir, log=log, device=device)
+    cols, _ = describe_items(cfg, item_rows(items), cache_dir, generator, log=log,
+                             device=device)
     return pa.table({"item_id": items.column("item_id"),
                      **{c: pa.array(v, pa.string()) for c, v in cols.items()}})
 

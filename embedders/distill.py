@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from xemb import layout
 from xemb.embedders.encode import (
+    Encoder,
     OnnxTextEncoder,
     PooledTextEncoding,
     TextEncoder,
@@ -129,6 +130,9 @@ class StudentEncoder(PooledTextEncoding):
 
 
 Student = StudentEncoder | StaticStudentEncoder
+Remote = Callable[[Encoder, "Path | None", "Student | None"], Encoder]
+"""(encoder, its ONNX graph or None, an object the replicas copy or None) -> the same
+encoder with its batches run elsewhere (the Ray engine's ``RayEncoder``)."""
 
 
 def make_student(cfg: EncoderConfig, teacher: TextEncoder, texts: list[str],
@@ -267,15 +271,19 @@ def _split(n: int, s: StudentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_dir: Path,
                         parity_tol: float, threads: int | None,
                         log: Callable[[str], None], device: str = "cpu",
-                        vectors_path: Path | None = None
-                        ) -> tuple[np.ndarray, Student | OnnxTextEncoder]:
+                        vectors_path: Path | None = None, remote: Remote | None = None
+                        ) -> tuple[np.ndarray, Encoder]:
     """Teacher vectors for the sample (kept there with ``sample_vectors: teacher``), student
     vectors for the rest, or for every item by default (written batch by batch
     into a memory-mapped ``vectors_path`` when given); teacher and student run on ``device``
     (the export on CPU). The student's ONNX export (``encoder/``) and ``distill.json``
     (held-out cosine, timings) land in ``out``. Returns the vectors and the trained student
     as it encoded the rest (its published graph with ``backend: onnx``), for other texts
-    of the build (``describe.use: separate``'s descriptions)."""
+    of the build (``describe.use: separate``'s descriptions).
+
+    ``remote`` (the Ray engine's ``RayEncoder``) runs the two per-item passes, the teacher's
+    over the sample and the student's over the catalogue, on its replicas, in the batches
+    the local encoders form (so the same vectors); training stays here."""
     if cfg.type != "text":
         raise ConfigError("encoder.student needs encoder.type: text")
     teacher = TextEncoder(cfg).to(device)
@@ -284,7 +292,8 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
     t0 = time.perf_counter()
     vec = (semantic_file(vectors_path, len(texts), teacher.dim) if vectors_path is not None
            else np.zeros((len(texts), teacher.dim), np.float32))
-    vec[sample], n_new = encode_items(teacher, [texts[i] for i in sample], None, cache_dir)
+    vec[sample], n_new = encode_items(remote(teacher, None, None) if remote else teacher,
+                                      [texts[i] for i in sample], None, cache_dir)
     t_teacher = time.perf_counter() - t0
     t0 = time.perf_counter()
     student = make_student(cfg, teacher, texts, log).to(device)
@@ -315,6 +324,9 @@ def encode_with_student(cfg: EncoderConfig, texts: list[str], out: Path, cache_d
     if bulk is not student:  # the graph that encodes the rest and cold-start items
         rec["cos_held_out_served"] = round(float(
             (bulk.encode(hold_texts) * vec[hold]).sum(1).mean()), 6)
+    if remote is not None:  # replicas get the trained student, on CPU to travel
+        onnx = out / layout.ENCODER_ONNX if isinstance(bulk, OnnxTextEncoder) else None
+        bulk = remote(bulk, onnx, student.to("cpu"))
     t0 = time.perf_counter()
     rows = rest if cfg.student.sample_vectors == "teacher" else np.arange(len(texts))
     for idx, v in bulk.batches([texts[i] for i in rows]):  # streamed into vec

@@ -29,7 +29,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from xemb.settings import XembConfig
     from xemb.store import VersionStore
 
-__all__ = ["ray_session", "cluster_address", "RayEncoder", "materialize", "materialize_items",
-           "assign_intents", "assigner", "write_online_rows", "train_in_task", "runner"]
+__all__ = ["ray_session", "cluster_address", "RayEncoder", "RayGenerator", "materialize",
+           "materialize_items", "assign_intents", "assigner", "write_online_rows",
+           "train_in_task", "runner"]
 
 Batches = Iterator[tuple[np.ndarray, np.ndarray]]
 
@@ -223,7 +224,7 @@ def _actor_device(setting: str) -> str:
 class _EncodeActor(_ShardUDF):
     """One encoder replica; a row of its shards is one encoder batch."""
 
-    def __init__(self, cfg: XembConfig, onnx: str | None) -> None:
+    def __init__(self, cfg: XembConfig, onnx: str | None, replica: Any = None) -> None:
         import torch
 
         from xemb.embedders.encode import OnnxTextEncoder, load_encoder
@@ -231,7 +232,8 @@ class _EncodeActor(_ShardUDF):
         threads = _threads(cfg.build)
         torch.set_num_threads(threads)
         device = _actor_device(cfg.build.device)
-        encoder = load_encoder(cfg.encoder, device)
+        encoder = (replica.to(device) if replica is not None
+                   else load_encoder(cfg.encoder, device))
         self.encoder = (OnnxTextEncoder(encoder, Path(onnx), threads, device)  # type: ignore[arg-type]
                         if onnx else encoder)
 
@@ -263,10 +265,15 @@ def _encode_shards(order: list[np.ndarray], texts: list[str], images: list[str |
 class RayEncoder:
     """The configured encoder with its batches run by an actor pool of replicas: the same
     length-sorted batches the local encoder forms, so the same vectors. Plugs into
-    :func:`xemb.embedders.encode.encode_items` (cache look-ups stay on the driver)."""
+    :func:`xemb.embedders.encode.encode_items` (cache look-ups stay on the driver).
 
-    def __init__(self, cfg: XembConfig, encoder: Any, onnx: Path | None) -> None:
-        self.cfg, self.onnx = cfg, onnx
+    ``onnx``: the replicas run that graph behind the encoder's tokenizer. ``replica``: an
+    encoder object the replicas get a copy of (a trained student, which no config can
+    load), instead of loading the configured encoder."""
+
+    def __init__(self, cfg: XembConfig, encoder: Any, onnx: Path | None,
+                 replica: Any = None) -> None:
+        self.cfg, self.onnx, self.replica = cfg, onnx, replica
         self.fingerprint, self.dim, self.path = encoder.fingerprint, encoder.dim, encoder.path
 
     def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
@@ -279,7 +286,8 @@ class RayEncoder:
         with _scratch(self.cfg.build.root, "encode") as tmp, \
                 _timed(f"encode: {len(texts):,} items"):
             work = _write_shards(tmp, _encode_shards(order, texts, images, per_call))
-            ctor = {"cfg": self.cfg, "onnx": str(self.onnx) if self.onnx else None}
+            ctor = {"cfg": self.cfg, "onnx": str(self.onnx) if self.onnx else None,
+                    "replica": self.replica}
             for b in _map(work, _EncodeActor, ctor, self.cfg.build):
                 tally.add(b["row"])
                 yield b["row"], b["vector"]
@@ -290,6 +298,62 @@ class RayEncoder:
         for idx, vectors in self.batches(texts, images):
             out[idx] = vectors
         return out
+
+
+# ---- generation (describe, profile) -----------------------------------------------------------
+class _GenerateActor(_ShardUDF):
+    """One causal-LM replica; a row of its shards is one generation batch."""
+
+    def __init__(self, cfg: XembConfig, section: str) -> None:
+        import torch
+
+        from xemb.embedders.generate import Generator
+
+        torch.set_num_threads(_threads(cfg.build))
+        self.gen = Generator(getattr(cfg, section), _actor_device(cfg.build.device), section)
+
+    def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        ids = batch.column("batch").to_pylist()
+        texts = [self.gen.generate(p) for p in batch.column("prompts").to_pylist()]
+        return {"batch": np.repeat(np.asarray(ids, np.int64), [len(t) for t in texts]),
+                "text": np.asarray([t for ts in texts for t in ts], dtype=object)}
+
+
+class RayGenerator:
+    """The ``describe:`` or ``profile:`` generator with its batches run by an actor pool of
+    replicas (``section``: which config section's model and settings). The driver forms
+    the batches as the local generator would (so greedy decoding gives the same texts) and
+    caches each batch as it comes back: a killed build resumes with what came back. The
+    model is loaded by the replicas only."""
+
+    def __init__(self, cfg: XembConfig, section: str) -> None:
+        from xemb.embedders.generate import generator_fingerprint
+
+        self.cfg, self.section = cfg, section
+        self.fingerprint = generator_fingerprint(getattr(cfg, section), section)
+
+    def run(self, batches: Sequence[list[str]]) -> Iterator[tuple[list[str], list[str]]]:
+        if not batches:
+            return
+        per_shard = max(1, self.cfg.build.ray.batch_rows // max(1, len(batches[0])))
+        came = np.zeros(len(batches), np.int64)
+        with _scratch(self.cfg.build.root, self.section) as tmp, \
+                _timed(f"{self.section}: {sum(map(len, batches)):,} texts generated"):
+            work = _write_shards(tmp, (pa.table({
+                "batch": pa.array(range(s, min(s + per_shard, len(batches))), pa.int64()),
+                "prompts": pa.array(batches[s:s + per_shard], pa.list_(pa.string()))})
+                for s in range(0, len(batches), per_shard)))
+            ctor = {"cfg": self.cfg, "section": self.section}
+            for out in _map(work, _GenerateActor, ctor, self.cfg.build):
+                for b in np.unique(out["batch"]):
+                    texts = [str(t) for t in out["text"][out["batch"] == b]]
+                    came[b] += len(texts)
+                    yield batches[int(b)], texts
+        sizes = np.asarray([len(b) for b in batches])
+        if not np.array_equal(came, sizes):
+            raise VersionIntegrityError(f"Ray {self.section}: {int((came != sizes).sum())} of "
+                                        f"{len(batches)} generation batches came back "
+                                        f"incomplete or repeated")
 
 
 # ---- per-item passes -------------------------------------------------------------------------

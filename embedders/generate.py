@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from xemb.errors import ConfigError
 from xemb.settings.offline import EncoderConfig
 
-__all__ = ["GenerationSettings", "Generator", "TextCache", "generate_cached",
+__all__ = ["GenerationSettings", "Generator", "TextCache", "TextGenerator", "generate_cached",
            "generator_fingerprint", "text_key"]
 
 
@@ -129,18 +129,33 @@ class Generator:
         new = out[:, enc["input_ids"].shape[1]:].cpu()
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    def run(self, batches: Sequence[list[str]]) -> Iterator[tuple[list[str], list[str]]]:
+        """(prompts, texts) per batch, in order (the Ray engine's ``RayGenerator`` yields
+        them as its replicas finish)."""
+        for batch in batches:
+            yield batch, self.generate(batch)
 
-def generate_cached(gen: Generator, cache: TextCache, prompts: Sequence[str], batch_size: int,
-                    desc: str = "generate") -> tuple[list[str], int]:
+
+class TextGenerator(Protocol):
+    """What :func:`generate_cached` runs: a :class:`Generator`, or its batches on Ray
+    (``xemb.embedders.engine_ray.RayGenerator``)."""
+
+    fingerprint: str
+
+    def run(self, batches: Sequence[list[str]]) -> Iterable[tuple[list[str], list[str]]]: ...
+
+
+def generate_cached(gen: TextGenerator, cache: TextCache, prompts: Sequence[str],
+                    batch_size: int, desc: str = "generate") -> tuple[list[str], int]:
     """One text per prompt, generating (``batch_size`` prompts a call, similar lengths
     together, a progress bar named ``desc``) only those not in ``cache``; returns the texts
-    and how many were generated now."""
+    and how many were generated now. Each batch is cached as it comes back."""
     todo = list(dict.fromkeys(p for p in prompts
                               if text_key(gen.fingerprint, p) not in cache.texts))
     todo.sort(key=len)  # similar lengths waste less padding
-    for s in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch",
-                  disable=len(todo) <= batch_size):
-        batch = todo[s:s + batch_size]
-        cache.add(zip((text_key(gen.fingerprint, p) for p in batch), gen.generate(batch)))
+    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    for batch, texts in tqdm(gen.run(batches), total=len(batches), desc=desc, unit="batch",
+                             disable=len(batches) < 2):
+        cache.add(zip((text_key(gen.fingerprint, p) for p in batch), texts))
     return [cache.texts[text_key(gen.fingerprint, p)] for p in prompts], len(todo)
 

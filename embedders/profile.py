@@ -18,14 +18,18 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from xemb.embedders.data import Dataset
-from xemb.embedders.generate import Generator, TextCache, generate_cached
+from xemb.embedders.generate import Generator, TextCache, TextGenerator, generate_cached
 from xemb.ipc_tables import fixed_list
 from xemb.settings.offline import EncoderConfig, ProfileConfig
+
+if TYPE_CHECKING:
+    from xemb.embedders.encode import Encoder
 
 __all__ = ["History", "Profiles", "encode_profiles", "histories", "profile_table",
            "profile_users"]
@@ -79,10 +83,11 @@ def _profile_prompts(cfg: ProfileConfig, summaries: Sequence[Mapping[str, str]])
 
 
 def profile_users(cfg: ProfileConfig, users: Sequence[History], cache_dir: Path,
-                  generator: Generator | None = None, device: str = "cpu",
+                  generator: TextGenerator | None = None, device: str = "cpu",
                   log: Callable[[str], None] = print) -> Profiles:
     """Domain summaries, then one profile per user, each text generated unless cached
-    (``cache_dir``). The model runs on ``device`` unless a ``generator`` is given."""
+    (``cache_dir``). The model runs on ``device`` unless a ``generator`` is given (the Ray
+    engine's runs on its replicas)."""
     gen = generator or Generator(cfg, device, section="profile")
     cache = TextCache(cache_dir, gen.fingerprint)
     flat, n1 = generate_cached(gen, cache, _domain_prompts(cfg, users), cfg.batch_size,
@@ -98,13 +103,13 @@ def profile_users(cfg: ProfileConfig, users: Sequence[History], cache_dir: Path,
 
 
 def encode_profiles(cfg: EncoderConfig, texts: list[str], cache_dir: Path,
-                    device: str = "cpu") -> np.ndarray:
+                    device: str = "cpu", encoder: Encoder | None = None) -> np.ndarray:
     """[N, dim] unit vectors of the profile texts by the build's item encoder (``encoder:``,
-    on ``device``), through the encode cache (``cache_dir``: a rebuild encodes nothing)."""
+    on ``device``; or ``encoder``, e.g. its Ray replicas), through the encode cache
+    (``cache_dir``: a rebuild encodes nothing)."""
     from xemb.embedders.encode import encode_items, load_encoder
 
-    encoder = load_encoder(cfg, device)
-    vectors, _ = encode_items(encoder, texts, None, cache_dir)
+    vectors, _ = encode_items(encoder or load_encoder(cfg, device), texts, None, cache_dir)
     return vectors
 
 

@@ -6,6 +6,7 @@ embedders/graph.py.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from xemb.embedders.context import (
     new_composer,
     no_intents,
 )
-from xemb.embedders.distill import encode_with_student
+from xemb.embedders.distill import Remote, encode_with_student
 from xemb.embedders.encode import (
     Encoder,
     OnnxTextEncoder,
@@ -33,6 +34,7 @@ from xemb.embedders.encode import (
     semantic_file,
 )
 from xemb.embedders.evaluate import valid_score
+from xemb.embedders.generate import TextGenerator
 from xemb.embedders.intents import build_intents
 from xemb.embedders.models import Adapter, Composer
 from xemb.embedders.train import ItemIntents, train_adapter, train_composer
@@ -42,13 +44,33 @@ __all__ = ["adapt", "choose_prior_scale", "compose", "describe", "encode", "inte
            "profile"]
 
 
+def _remote(ctx: BuildContext) -> Remote | None:
+    """``build.engine: ray``: what runs an encoder's batches on Ray replicas."""
+    if ctx.cfg.build.engine != "ray":
+        return None
+    from xemb.embedders.engine_ray import RayEncoder
+
+    return functools.partial(RayEncoder, ctx.cfg)
+
+
+def _generator(ctx: BuildContext, section: str) -> TextGenerator | None:
+    """``build.engine: ray``: the ``section`` generator's batches on Ray replicas (None: the
+    stage loads its model here)."""
+    if ctx.cfg.build.engine != "ray":
+        return None
+    from xemb.embedders.engine_ray import RayGenerator
+
+    return RayGenerator(ctx.cfg, section)
+
+
 def describe(ctx: BuildContext, out: Path) -> None:
     """Generated descriptions of every item (cached per model, prompt and item text under
     ``<root>/cache/describe``, so a rebuild generates only what is new)."""
     from xemb.embedders.describe import describe_table
 
     table = describe_table(ctx.cfg.describe, ctx.ds.items,
-                           ctx.cfg.build.root / "cache" / "describe", ctx.device, log)
+                           ctx.cfg.build.root / "cache" / "describe", ctx.device, log,
+                           _generator(ctx, "describe"))
     pq.write_table(table, out / "descriptions.parquet", compression="zstd")
 
 
@@ -59,9 +81,12 @@ def profile(ctx: BuildContext, out: Path) -> None:
 
     cfg, root = ctx.cfg, ctx.cfg.build.root
     users = histories(ctx.ds, cfg.profile.recent_items)
-    made = profile_users(cfg.profile, users, root / "cache" / "profile", device=ctx.device,
-                         log=log)
-    vectors = encode_profiles(cfg.encoder, made.profiles, root / "cache" / "encode", ctx.device)
+    made = profile_users(cfg.profile, users, root / "cache" / "profile",
+                         _generator(ctx, "profile"), device=ctx.device, log=log)
+    remote = _remote(ctx)
+    encoder = None if remote is None else remote(load_encoder(cfg.encoder), None, None)
+    vectors = encode_profiles(cfg.encoder, made.profiles, root / "cache" / "encode", ctx.device,
+                              encoder)
     pq.write_table(profile_table(users, made, vectors), out / layout.USER_PROFILES,
                    compression="zstd")
 
@@ -75,7 +100,8 @@ def encode(ctx: BuildContext, out: Path) -> None:
         _, student = encode_with_student(cfg, texts, out, ctx.cfg.build.root / "cache" /
                                          "encode", ctx.cfg.build.parity_tol,
                                          ctx.cfg.build.threads, log, device=ctx.device,
-                                         vectors_path=out / "semantic.npy")
+                                         vectors_path=out / "semantic.npy",
+                                         remote=_remote(ctx))
         _encode_descriptions(ctx, student, out)  # by the student, as cold start would
         return
     encoder = load_encoder(cfg)  # on CPU for the export; then on build.device
@@ -90,11 +116,10 @@ def encode(ctx: BuildContext, out: Path) -> None:
                                       ctx.device)
     if not isinstance(encoder, OnnxTextEncoder):
         encoder.to(ctx.device)  # type: ignore[attr-defined]
-    if ctx.cfg.build.engine == "ray":  # the same batches, run by an actor pool of replicas
-        from xemb.embedders.engine_ray import RayEncoder
-
-        encoder = RayEncoder(ctx.cfg, encoder, out / layout.ENCODER_ONNX
-                             if isinstance(encoder, OnnxTextEncoder) else None)
+    remote = _remote(ctx)
+    if remote is not None:  # the same batches, run by an actor pool of replicas
+        encoder = remote(encoder, out / layout.ENCODER_ONNX
+                         if isinstance(encoder, OnnxTextEncoder) else None, None)
     images = (ctx.ds.items.column("image_path").to_pylist()
               if "image_path" in ctx.ds.items.column_names else None)
     vectors = semantic_file(out / "semantic.npy", len(texts), encoder.dim)

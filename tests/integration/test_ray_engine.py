@@ -151,3 +151,86 @@ def test_cli_engine_flags_override_the_yaml(tmp_path: Path) -> None:
     # validated with the YAML: an address without the Ray engine names the field
     with pytest.raises(ConfigError, match=r"build\.ray_address.*needs the Ray engine"):
         config_from_args(flags(), build_overrides(flags(ray_address="10.0.0.1:6379")))
+
+
+# ---- the LLM stages on Ray: describe, profile and the distilled student -----------------------
+@pytest.fixture(scope="module")
+def llm_builds(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
+               ray_address: str) -> Iterator[tuple[Any, Any, dict[str, list[int]]]]:
+    """One config with describe (``use: separate``), profile and a static int8 student, built
+    by the local engine and by the Ray engine (a fresh root each, so nothing comes from a
+    cache). Returns (local, ray, what the Ray build's driver did itself: the generators it
+    loaded, the texts it ran through ONNX)."""
+    from tests.conftest import make_slice
+    from tests.integration.test_describe import DESCRIBE, make_tiny_gpt2
+    from tests.integration.test_distill import STATIC
+    from tests.integration.test_profile import PROFILE
+    from xemb.embedders.encode import OnnxTextEncoder
+    from xemb.embedders.generate import Generator
+    from xemb.embedders.pipeline import build
+    from xemb.settings import load_config
+    from xemb.store import VersionStore
+
+    data = make_slice(tmp_path_factory.mktemp("llm-slice") / "data", n_train=8, n_eval=4,
+                      n_cold=4)
+    gpt2 = make_tiny_gpt2(tmp_path_factory.mktemp("llm-gpt2"))
+    llm = {"encoder": {"model": str(tiny_bert), "student": {**STATIC, "teacher_sample": 200}},
+           "describe": {**DESCRIBE, "model": str(gpt2), "use": "separate", "batch_size": 16},
+           "profile": {**PROFILE, "model": str(gpt2), "batch_size": 16}}
+
+    def made(name: str, build_section: dict[str, Any]) -> TinyBuild:
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "data").symlink_to(data)
+        cfg = load_config(write_config(folder, {**llm, "build": build_section}))
+        assert build(cfg) is not None
+        store = VersionStore(cfg.build.root)
+        return TinyBuild(folder / "xemb.yaml", cfg, cfg.build.root, store,
+                         store.manifest(store.current()))
+
+    local = made("llm-local", {})
+    driver: dict[str, list[int]] = {"generators": [], "onnx_texts": []}
+    real_init, real_batches = Generator.__init__, OnnxTextEncoder.batches
+
+    def spied_init(self: Any, *a: Any, **kw: Any) -> None:
+        driver["generators"].append(1)
+        real_init(self, *a, **kw)
+
+    def spied_batches(self: Any, texts: list[str], images: Any = None) -> Any:
+        driver["onnx_texts"].append(len(texts))
+        return real_batches(self, texts, images)
+
+    with pytest.MonkeyPatch.context() as mp:  # this process only: not the Ray workers
+        mp.setattr(Generator, "__init__", spied_init)
+        mp.setattr(OnnxTextEncoder, "batches", spied_batches)
+        ray = made("llm-ray", {**RAY, "ray_address": ray_address})
+    yield local, ray, driver
+
+
+def test_llm_stages_on_ray_give_the_local_version(llm_builds: Any) -> None:
+    """Generated descriptions and profiles, the student's vectors (every item, by the int8
+    graph on replicas), the description vectors and what the manifest records are the
+    local engine's."""
+    local, ray, _ = llm_builds
+    li, ri = _table(local, layout.ITEMS), _table(ray, layout.ITEMS)
+    for col in ("description_general", "description_domain"):
+        assert ri.column(col).equals(li.column(col)), col
+        assert any(t for t in li.column(col).to_pylist()), col  # something was generated
+    for name in ("full", "transferable", "residual"):
+        np.testing.assert_allclose(_matrix(ri, name), _matrix(li, name), atol=1e-5,
+                                   err_msg=name)
+    lp, rp = _table(local, layout.USER_PROFILES), _table(ray, layout.USER_PROFILES)
+    for col in ("user_id", "profile", "domain_summaries"):
+        assert rp.column(col).equals(lp.column(col)), col
+    np.testing.assert_allclose(_matrix(rp, "vector"), _matrix(lp, "vector"), atol=1e-5)
+    lm, rm = local.manifest.metrics["student"], ray.manifest.metrics["student"]
+    assert rm["cos_held_out"] == lm["cos_held_out"] and rm["cos_held_out"] > 0
+    assert ray.manifest.hashes["build"] == local.manifest.hashes["build"]
+
+
+def test_llm_stages_on_ray_ran_on_the_replicas(llm_builds: Any) -> None:
+    """The Ray build's driver loaded no generator and ran no whole-catalogue pass through
+    the student's graph: generation and the student's item pass went to the replicas."""
+    _, ray, driver = llm_builds
+    assert driver["generators"] == []
+    items = ray.manifest.counts["items"]
+    assert driver["onnx_texts"] and max(driver["onnx_texts"]) < items
