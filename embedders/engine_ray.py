@@ -6,6 +6,10 @@ one Ray task per stage.
   does) and writes the missing items as shards, one row per encoder batch, formed exactly as
   the local encoder forms them (length-sorted), so the vectors are the same bit for bit;
   encoder replicas (ONNX Runtime or torch, ``build.device``) run them;
+* describe, profile: the generation batches the local generator would form, on an actor
+  pool of causal-LM replicas (:class:`RayGenerator`); the driver caches each as it comes;
+* encode with a student: the teacher's sample pass and the trained student's catalogue pass
+  on encoder replicas (a copy of the student in each); training stays on the driver;
 * adapt, compose: the local stage function in one Ray task (a GPU when the cluster has one);
 * intents: k-means on the driver (its sample) over the transferable part the driver computes
   with the adapter, then assignment replicas put every item on its top-m intents;
