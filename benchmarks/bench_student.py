@@ -7,6 +7,11 @@ The student is the trained one from the config's build root when its encode stag
 (its held-out cos(student, teacher) and stage timings are then printed too); otherwise the
 untrained student of the configured kind (the teacher's first k layers, or static token
 vectors), which runs at the same speed. ONNX graphs are exported into a temp folder.
+
+With ``--teacher-config`` (the same data built without a student, e.g. ``xemb.yaml``) and
+both builds published, a second table puts the two current versions' valid and test HR@10 /
+NDCG@10 side by side, each scored on the served path (``xemb eval``'s). Test is for the
+report: choose between the builds on valid.
 """
 
 from __future__ import annotations
@@ -63,6 +68,39 @@ def _describe(s, student) -> str:  # type: ignore[no-untyped-def]
             f"first {student.layers} layers")
 
 
+def _quality_rows(configs: dict[str, str], root: str | None) -> None:
+    """Valid and test HR@10 / NDCG@10 per domain of each config's current version."""
+    from xemb.embedders.data import load_dataset
+    from xemb.embedders.evaluate import served_metrics
+    from xemb.store import VersionStore
+
+    table = []
+    for name, path in configs.items():
+        cfg = load_config(path, {"build.root": root} if root and name == "student" else None)
+        store = VersionStore(cfg.build.root)
+        version = store.current()
+        if version is None:
+            raise SystemExit(f"{path}: no published version under {cfg.build.root}")
+        ds, e = load_dataset(cfg.data), cfg.eval
+        max_len = int(store.manifest(version).params["composer_max_len"])
+        got = {split: served_metrics(store.path(version), ds, split, max_len, e.negatives,
+                                     e.seed, e.recall_k) for split in ("valid", "test")}
+        table.append((f"{name} ({Path(path).name}, {version})", ds.domains, got))
+    domains = table[0][1]
+    head = " | ".join(f"{split} {d} HR@10 / NDCG@10" for split in ("valid", "test")
+                      for d in domains)
+    print(f"\n| build | {head} |\n|---|" + "---|" * (2 * len(domains)))
+    for name, _, got in table:
+        cells = " | ".join(f"{got[split][d]['HR@10']:.3f} / {got[split][d]['NDCG@10']:.3f}"
+                           for split in ("valid", "test") for d in domains)
+        print(f"| {name} | {cells} |")
+    (_, _, t), (_, _, st) = table
+    diffs = " | ".join(f"{st[split][d]['HR@10'] - t[split][d]['HR@10']:+.3f} / "
+                       f"{st[split][d]['NDCG@10'] - t[split][d]['NDCG@10']:+.3f}"
+                       for split in ("valid", "test") for d in domains)
+    print(f"| student - teacher | {diffs} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-c", "--config", required=True)
@@ -70,6 +108,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000,
                     help="titles encoded (a seeded sample of the items outside the teacher sample)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher-config",
+                    help="the teacher build's config (same data, no student): adds the valid "
+                         "and test HR@10 / NDCG@10 of both builds, side by side")
     args = ap.parse_args()
     cfg = load_config(args.config, {"build.root": args.root} if args.root else None)
     torch.set_num_threads(args.threads)
@@ -122,6 +163,8 @@ def main() -> None:
         print(f"build's encode stage: teacher {t.get('teacher')} s on {rec['teacher_items']} "
               f"items, training {rec['train_s']} s, student {t.get('student')} s on "
               f"{rec['student_items']} items")
+    if args.teacher_config:
+        _quality_rows({"teacher": args.teacher_config, "student": args.config}, args.root)
 
 
 if __name__ == "__main__":
