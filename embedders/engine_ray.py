@@ -317,9 +317,9 @@ class _GenerateActor(_ShardUDF):
         self.gen = Generator(getattr(cfg, section), _actor_device(cfg.build.device), section)
 
     def shard(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        ids = batch.column("batch").to_pylist()
+        rows = batch.column("rows").to_pylist()
         texts = [self.gen.generate(p) for p in batch.column("prompts").to_pylist()]
-        return {"batch": np.repeat(np.asarray(ids, np.int64), [len(t) for t in texts]),
+        return {"row": np.concatenate(rows).astype(np.int64),
                 "text": np.asarray([t for ts in texts for t in ts], dtype=object)}
 
 
@@ -337,27 +337,27 @@ class RayGenerator:
         self.fingerprint = generator_fingerprint(getattr(cfg, section), section)
 
     def run(self, batches: Sequence[list[str]]) -> Iterator[tuple[list[str], list[str]]]:
+        """(prompts, texts) as the replicas return them: each text comes back with its
+        prompt's position, so however Ray splits its output, every text meets its prompt."""
         if not batches:
             return
+        flat = [p for b in batches for p in b]
+        starts = np.cumsum([0] + [len(b) for b in batches])
         per_shard = max(1, self.cfg.build.ray.batch_rows // max(1, len(batches[0])))
-        came = np.zeros(len(batches), np.int64)
+        tally = _Tally(len(flat))
         with _scratch(self.cfg.build.root, self.section) as tmp, \
-                _timed(f"{self.section}: {sum(map(len, batches)):,} texts generated"):
+                _timed(f"{self.section}: {len(flat):,} texts generated"):
             work = _write_shards(tmp, (pa.table({
-                "batch": pa.array(range(s, min(s + per_shard, len(batches))), pa.int64()),
+                "rows": pa.array([list(range(starts[i], starts[i + 1]))
+                                  for i in range(s, min(s + per_shard, len(batches)))],
+                                 pa.list_(pa.int64())),
                 "prompts": pa.array(batches[s:s + per_shard], pa.list_(pa.string()))})
                 for s in range(0, len(batches), per_shard)))
             ctor = {"cfg": self.cfg, "section": self.section}
             for out in _map(work, _GenerateActor, ctor, self.cfg.build):
-                for b in np.unique(out["batch"]):
-                    texts = [str(t) for t in out["text"][out["batch"] == b]]
-                    came[b] += len(texts)
-                    yield batches[int(b)], texts
-        sizes = np.asarray([len(b) for b in batches])
-        if not np.array_equal(came, sizes):
-            raise VersionIntegrityError(f"Ray {self.section}: {int((came != sizes).sum())} of "
-                                        f"{len(batches)} generation batches came back "
-                                        f"incomplete or repeated")
+                tally.add(out["row"])
+                yield [flat[i] for i in out["row"]], [str(t) for t in out["text"]]
+        tally.check(self.section)
 
 
 # ---- per-item passes -------------------------------------------------------------------------
