@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from xemb.errors import ConfigError
 from xemb.settings.offline import EncoderConfig
 
-__all__ = ["Encoder", "TextEncoder", "ClipEncoder", "OnnxTextEncoder", "load_encoder",
-           "default_model_path", "encode_batch", "encode_items", "EncodeCache",
+__all__ = ["Encoder", "TextEncoder", "ClipEncoder", "OnnxTextEncoder", "PublishedEncoder",
+           "load_encoder", "default_model_path", "encode_batch", "encode_items", "EncodeCache",
            "content_keys", "semantic_file"]
 
 
@@ -265,6 +265,28 @@ class OnnxTextEncoder(_Streaming):
         for idx in tqdm(order, desc="encode (onnx)", unit="batch", disable=len(order) < 2):
             feeds = self.encoder.tokenize([texts[i] for i in idx])
             yield idx, self.session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+
+
+class PublishedEncoder(_Streaming):
+    """A built ``encoder/`` folder (its ONNX graph and tokenizer) as an ``Encoder``: the
+    vectors cold start computes, in length-sorted batches of ``batch_size``. Later stages
+    use it to stay in the space of the published encoder (a distilled student's)."""
+
+    def __init__(self, encoder_dir: Path, batch_size: int, threads: int = 1) -> None:
+        from xemb.serving.models import TextGraph
+
+        self.graph = TextGraph(encoder_dir, threads)
+        self.dim, self.path, self.batch_size = self.graph.dim, Path(encoder_dir), batch_size
+        self.fingerprint = self.graph.fingerprint + "-onnx"
+
+    def to(self, device: str) -> PublishedEncoder:
+        return self  # int8 graphs run on the CPU provider
+
+    def batches(self, texts: list[str], images: list[str | None] | None = None) -> Batches:
+        order = _sorted_batches(texts, self.batch_size)
+        for idx in tqdm(order, desc="encode (published)", unit="batch",
+                        disable=len(order) < 2):
+            yield idx, self.graph.semantic([texts[i] for i in idx])
 
 
 _ENCODERS = {"text": TextEncoder, "clip": ClipEncoder}

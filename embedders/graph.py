@@ -93,8 +93,10 @@ def _profile_key(k: KeyInputs) -> tuple[Any, ...]:
     from xemb.embedders.generate import generator_fingerprint
 
     p = k.cfg.profile
+    # the student's vectors depend on the encode stage (only then, so earlier roots keep keys)
+    student = [k.up["encode"]] if k.cfg.encoder.student.enabled else []
     return (generator_fingerprint(p, "profile"), k.dataset, p.domain_prompt, p.profile_prompt,
-            p.recent_items, k.encoder)
+            p.recent_items, k.encoder, *student)
 
 
 def _publish_key(k: KeyInputs) -> tuple[Any, ...]:
@@ -108,14 +110,15 @@ STAGES: list[Stage] = [
     Stage("describe", needs=(), reads=("dataset", "describe"),
           outputs=("descriptions.parquet",), key=_describe_key, run=steps.describe,
           enabled=lambda cfg: cfg.describe.enabled),
-    Stage("profile", needs=(), reads=("dataset", "encoder", "profile"),
-          outputs=("user_profiles.parquet",), key=_profile_key, run=steps.profile,
-          enabled=lambda cfg: cfg.profile.enabled),
     Stage("encode", needs=("describe",),
           reads=("dataset", "encoder", "build.parity_tol", "describe.use"),
           # descriptions.npy and description_mask.npy with describe.use: separate
           outputs=("semantic.npy", "encoder/", "descriptions.npy", "description_mask.npy"),
           key=_encode_key, run=steps.encode),
+    # after encode: with a student on, profiles are encoded by its published graph
+    Stage("profile", needs=("encode",), reads=("dataset", "encoder", "profile"),
+          outputs=("user_profiles.parquet",), key=_profile_key, run=steps.profile,
+          enabled=lambda cfg: cfg.profile.enabled),
     Stage("adapt", needs=("encode",),
           reads=("dataset", "adapter", "composer.max_len", "composer.heads",
                  "composer.dropout", "describe.dropout"),

@@ -28,6 +28,7 @@ from xemb.embedders.distill import Remote, encode_with_student
 from xemb.embedders.encode import (
     Encoder,
     OnnxTextEncoder,
+    PublishedEncoder,
     TextEncoder,
     encode_items,
     load_encoder,
@@ -76,19 +77,29 @@ def describe(ctx: BuildContext, out: Path) -> None:
 
 def profile(ctx: BuildContext, out: Path) -> None:
     """Hierarchical profiles of every training user (texts cached per model and prompt under
-    ``<root>/cache/profile``), encoded by the build's item encoder (through the encode cache)."""
+    ``<root>/cache/profile``), encoded by the build's item encoder (through the encode cache):
+    with ``encoder.student`` on, by the published student graph the items and cold start
+    use, so profile and item vectors share one space."""
     from xemb.embedders.profile import encode_profiles, histories, profile_table, profile_users
 
     cfg, root = ctx.cfg, ctx.cfg.build.root
     users = histories(ctx.ds, cfg.profile.recent_items)
     made = profile_users(cfg.profile, users, root / "cache" / "profile",
                          _generator(ctx, "profile"), device=ctx.device, log=log)
-    remote = _remote(ctx)
-    encoder = None if remote is None else remote(load_encoder(cfg.encoder), None, None)
     vectors = encode_profiles(cfg.encoder, made.profiles, root / "cache" / "encode", ctx.device,
-                              encoder)
+                              _profile_encoder(ctx))
     pq.write_table(profile_table(users, made, vectors), out / layout.USER_PROFILES,
                    compression="zstd")
+
+
+def _profile_encoder(ctx: BuildContext) -> Encoder | None:
+    """The encoder of the items' space (None: ``encode_profiles`` loads the configured one)."""
+    cfg, remote = ctx.cfg, _remote(ctx)
+    if cfg.encoder.student.enabled:  # the student is published; the teacher is not
+        published = PublishedEncoder(ctx.out("encode") / layout.ENCODER_DIR,
+                                     cfg.encoder.batch_size, cfg.build.threads or 0)
+        return published if remote is None else remote(published, None, published)
+    return None if remote is None else remote(load_encoder(cfg.encoder), None, None)
 
 
 def encode(ctx: BuildContext, out: Path) -> None:

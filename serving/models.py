@@ -19,7 +19,7 @@ from xemb.errors import VersionIntegrityError
 from xemb.layout import ADAPTER_INPUTS, ADAPTER_OUTPUTS, COMPOSER_INPUTS, COMPOSER_OUTPUTS
 from xemb.serving.tables import ItemTable
 
-__all__ = ["Composer", "ColdStartEncoder", "session"]
+__all__ = ["Composer", "ColdStartEncoder", "TextGraph", "session"]
 
 
 def session(path: Path, needs: tuple[str, ...] = (), gives: tuple[str, ...] = (),
@@ -64,6 +64,48 @@ class Composer:
         return user_vec[0], weights[0]
 
 
+class TextGraph:
+    """A published ``encoder/`` folder (``model.onnx``, ``tokenizer.json``, ``encoder.json``):
+    item text -> semantic vector, exactly as cold start computes it. The session opens on
+    first use, so the object pickles (a Ray replica reopens it)."""
+
+    def __init__(self, encoder_dir: Path, threads: int = 1) -> None:
+        self.dir, self.threads = Path(encoder_dir), threads
+        self.meta = json.loads((self.dir / "encoder.json").read_text(encoding="utf-8"))
+        self.dim = int(self.meta.get("dim", 0))
+        self.fingerprint = str(self.meta.get("fingerprint", ""))
+        self._open()
+
+    def _open(self) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(self.meta.get("max_length", 64)))
+        pad_id = int(self.meta.get("pad_id", 0))
+        self.tokenizer.enable_padding(pad_id=pad_id,
+                                      pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        self.session = session(self.dir / "model.onnx", ("input_ids", "attention_mask"),
+                               threads=self.threads)
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def __getstate__(self) -> dict:
+        return {"dir": self.dir, "threads": self.threads, "meta": self.meta, "dim": self.dim,
+                "fingerprint": self.fingerprint}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def semantic(self, texts: list[str]) -> np.ndarray:
+        encs = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encs], np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encs],
+                                                             np.int64)}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        return self.session.run(None, feed)[0].astype(np.float32, copy=False)
+
+
 class ColdStartEncoder:
     """Item text -> semantic vector (frozen encoder) -> transferable/residual/full (adapter).
 
@@ -72,29 +114,13 @@ class ColdStartEncoder:
     its title-only path, the one its training kept in distribution (``describe.dropout``)."""
 
     def __init__(self, encoder_dir: Path, adapter: Path, threads: int = 1) -> None:
-        from tokenizers import Tokenizer
-
-        meta = json.loads((encoder_dir / "encoder.json").read_text(encoding="utf-8"))
-        self.tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(int(meta.get("max_length", 64)))
-        pad_id = int(meta.get("pad_id", 0))
-        self.tokenizer.enable_padding(pad_id=pad_id,
-                                      pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
-        self.encoder = session(encoder_dir / "model.onnx", ("input_ids", "attention_mask"),
-                               threads=threads)
-        self.encoder_inputs = {i.name for i in self.encoder.get_inputs()}
+        self.text = TextGraph(encoder_dir, threads)
         # a build without residual heads / per-item vectors has no domain / item_row input
         self.adapter = session(adapter, ADAPTER_INPUTS[:1], ADAPTER_OUTPUTS)
         self.adapter_inputs = {i.name: i.shape for i in self.adapter.get_inputs()}
 
     def semantic(self, texts: list[str]) -> np.ndarray:
-        encs = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encs], np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encs],
-                                                             np.int64)}
-        if "token_type_ids" in self.encoder_inputs:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        return self.encoder.run(None, feed)[0].astype(np.float32, copy=False)
+        return self.text.semantic(texts)
 
     def adapt(self, semantic: np.ndarray, domain: int) -> dict[str, np.ndarray]:
         n = len(semantic)  # item_row -1: a new item (text only, no descriptions)

@@ -182,8 +182,8 @@ def test_static_student_builds_and_serves_cold_start(static_build) -> None:
     cold = ColdStartEncoder(vdir / "encoder", vdir / layout.ADAPTER_ONNX)
     served = cold.semantic([ctx.ds.texts[i] for i in rest[:40]])
     assert (served * ctx.semantic()[rest[:40]]).sum(1).min() > 0.995
-    used = {i for enc in cold.tokenizer.encode_batch(ctx.ds.texts) for i in enc.ids}
-    unseen = next(w for w, i in sorted(cold.tokenizer.get_vocab().items())
+    used = {i for enc in cold.text.tokenizer.encode_batch(ctx.ds.texts) for i in enc.ids}
+    unseen = next(w for w, i in sorted(cold.text.tokenizer.get_vocab().items())
                   if w.isalpha() and len(w) > 4 and i not in used)
     vec = cold.semantic([unseen])[0]
     assert np.isfinite(vec).all() and abs(float(np.linalg.norm(vec)) - 1) < 1e-3

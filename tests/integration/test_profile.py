@@ -251,3 +251,42 @@ def test_a_version_without_profiles_has_no_rows_there(tmp_path: Path) -> None:
                          "event_timestamp": [datetime(2026, 11, 25, tzinfo=timezone.utc)]})
     past = fs.get_historical_features(entity_df=rows, features=["user_profiles:profile"])
     assert past.to_df()["profile"].isna().all()
+
+
+def test_with_a_student_profiles_share_the_published_item_space(
+        small_slice: Path, tiny_bert: Path, gpt2: Path, tmp_path: Path) -> None:
+    """With ``encoder.student`` on, the items and cold start get the student's vectors, and so
+    do the profiles: the same vectors the published graph gives their texts (through cold
+    start's own code), not the teacher's, which is not published."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tests.conftest import write_config
+    from tests.integration.test_distill import STATIC, make_teacher
+    from xemb import layout
+    from xemb.embedders.encode import TextEncoder
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.serving.models import TextGraph
+    from xemb.settings import load_config
+
+    (tmp_path / "data").symlink_to(small_slice)
+    teacher = make_teacher(tmp_path / "teacher")
+    student = {**STATIC, "teacher_sample": 200}
+    cfg = load_config(write_config(tmp_path, {
+        "encoder": {"model": str(teacher), "student": student},
+        "profile": {**PROFILE, "model": str(gpt2)}}))
+    manifest = build(cfg)
+    assert manifest is not None
+    base = cfg.build.root / "versions" / manifest.version
+    table = pq.read_table(base / layout.USER_PROFILES)
+    texts = table.column("profile").to_pylist()
+    vectors = np.asarray(table.column("vector").to_pylist(), np.float32)
+    served = TextGraph(base / layout.ENCODER_DIR).semantic(texts)
+    assert (vectors * served).sum(1).min() > 1 - 1e-5
+    by_teacher = TextEncoder(cfg.encoder).encode(texts)
+    assert (vectors * by_teacher).sum(1).mean() < 0.99  # the teacher's space is another
+    # the profile stage follows the encode stage it reads: a new student, new profile vectors
+    other = prepare(load_config(write_config(tmp_path, {
+        "encoder": {"model": str(teacher), "student": {**student, "epochs": 2}},
+        "profile": {**PROFILE, "model": str(gpt2)}})))
+    assert other.keys["profile"] != prepare(cfg).keys["profile"]
