@@ -50,13 +50,22 @@ DESCRIPTION_MASK = "description_mask.npy"
 """``separate``: [N, K] bool, True where the item's description is not empty."""
 
 
-def render_prompts(template: str, items: Sequence[Mapping[str, object]]) -> list[str]:
-    """``{title}``, ``{domain}`` and any other item field, filled per item."""
+def render_prompts(template: str, items: Sequence[Mapping[str, object]],
+                   column: str = "") -> list[str]:
+    """``{title}``, ``{domain}`` and any other item field, filled per item (a field the items
+    lack, or a format the value does not take, is a ``ConfigError`` naming the prompt)."""
+    where = f"describe.prompts.{column}" if column else "describe.prompts"
+    return [_fill(template, item, row, where) for row, item in enumerate(items)]
+
+
+def _fill(template: str, item: Mapping[str, object], row: int, where: str) -> str:
     try:
-        return [template.format_map(dict(item)) for item in items]
+        return template.format_map(dict(item))
     except KeyError as exc:
-        raise ConfigError(f"describe.prompts: no item field {exc} (fields: "
-                          f"{', '.join(items[0]) if items else '-'})") from exc
+        raise ConfigError(f"{where}: no item field {exc} (fields: {', '.join(item)})") from exc
+    except (ValueError, IndexError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{where}: cannot fill the template for item row {row}: "
+                          f"{exc}") from exc
 
 
 def describe_items(cfg: DescribeConfig, items: Sequence[Mapping[str, object]], cache_dir: Path,
@@ -67,8 +76,8 @@ def describe_items(cfg: DescribeConfig, items: Sequence[Mapping[str, object]], c
     the columns and how many texts were generated now (the rest came from the cache). The
     model runs on ``device`` (pass ``resolve_device(cfg.build.device)``) unless a
     ``generator`` is given."""
-    gen = generator or Generator(cfg, device)
-    rendered = {col: render_prompts(t, items) for col, t in cfg.prompts.items()}
+    rendered = {col: render_prompts(t, items, col) for col, t in cfg.prompts.items()}
+    gen = generator or Generator(cfg, device)  # after the prompts: a bad one fails fast
     flat = [p for ps in rendered.values() for p in ps]
     texts, n_new = generate_cached(gen, TextCache(cache_dir, gen.fingerprint), flat,
                                    cfg.batch_size, "describe")

@@ -77,11 +77,21 @@ def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="brand"):
         describe_items(_cfg(gpt2, prompts={"description_general": "{brand}"}), ITEMS,
                        tmp_path)
+    # a format the value does not take names the prompt and the row, before any model loads
+    missing = tmp_path / "no-model-here"
+    with pytest.raises(ConfigError, match=r"describe\.prompts\.description_domain: cannot "
+                                          r"fill the template for item row 0"):
+        describe_items(_cfg(missing, prompts={"description_domain": "{title:d}"}), ITEMS,
+                       tmp_path)
 
 
 @pytest.mark.parametrize(("describe", "message"), [
     ({"prompts": {"blurb": "{title}"}}, "unknown description column 'blurb'"),
-    ({"use": "fused"}, "'concat' or 'separate'")])
+    ({"use": "fused"}, "'concat' or 'separate'"),
+    ({"prompts": {"description_general": "about {title"}}, "not a valid template"),
+    ({"prompts": {"description_domain": "a {} for {title}"}}, "placeholder {} is not"),
+    ({"prompts": {"description_general": "{title[0]}"}}, "{title[0]} is not an item field"),
+])
 def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
                                              message: str) -> None:
     import yaml

@@ -178,9 +178,11 @@ class DescribeConfig(_Section):
     encoded apart by the same encoder (``semantic.npy`` holds the title vectors) and the
     adapter fuses them (a per-description linear map and a learned gate added to the title
     vector; a missing description, masked out, adds nothing, so items without descriptions,
-    such as cold-start items in ``EncodeItems``, take the title-only path). Not combinable
-    with ``encoder.student`` yet. Which of the two is better is judged on valid with a real
-    generative checkpoint; none is available here, so the default stays ``concat``."""
+    such as cold-start items in ``EncodeItems``, take the title-only path). With
+    ``encoder.student`` on, the student encodes the descriptions too (it is trained on the
+    texts the encoder reads: with ``concat``, title and descriptions joined). Which of the two
+    is better is judged on valid with a real generative checkpoint; none is available here, so
+    the default stays ``concat``."""
     dropout: float = Field(0.25, ge=0, lt=1)
     """``separate``: share of items whose descriptions are masked out in each adapter training
     step, so the no-description path that cold-start items take is trained, not out of
@@ -199,6 +201,12 @@ class DescribeConfig(_Section):
         if bad:
             raise ValueError(f"unknown description column {bad[0]!r} (columns: "
                              f"{', '.join(DESCRIPTION_COLUMNS)})")
+        for column, template in prompts.items():
+            odd = [n for n in _placeholders(template, column)
+                   if not n.isidentifier()]  # '{}', '{0}', '{title.x}', '{title[0]}'
+            if odd:
+                raise ValueError(f"{column}: placeholder {{{odd[0]}}} is not an item field "
+                                 f"name (use {{title}}, {{domain}}, {{text}} or a column)")
         return prompts
 
 
@@ -206,12 +214,12 @@ PROFILE_PLACEHOLDERS = {"domain_prompt": ("domain", "titles"), "profile_prompt":
 """The placeholders each profile prompt may use (each must use the last one)."""
 
 
-def _placeholders(template: str) -> list[str]:
+def _placeholders(template: str, where: str = "") -> list[str]:
     try:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:  # an unmatched '{' or '}'
-        raise ValueError(f"not a valid template ({exc}; write a literal brace as {{{{ or "
-                         f"}}}})") from exc
+        raise ValueError(f"{where + ': ' if where else ''}not a valid template ({exc}; write "
+                         f"a literal brace as {{{{ or }}}})") from exc
 
 
 class ProfileConfig(_Section):
