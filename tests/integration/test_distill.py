@@ -219,3 +219,88 @@ def test_sample_vectors_student_gives_every_item_the_students_vector(
             assert cos.min() > 0.995, cos
         else:  # the teacher's vectors, which the student only approximates
             assert cos.mean() < 0.99, cos
+
+
+def _small_bert(dst: Path) -> Path:
+    """A 1-layer, 16-wide BERT of its own (MiniLM's tokenizer): a smaller local checkpoint as
+    the student, narrower than the 32-wide teacher (so a projection is added)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from xemb.embedders.encode import default_model_path
+
+    torch.manual_seed(1)
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=128)).save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
+def test_own_checkpoint_fp32_torch_student(tmp_path: Path, tiny_slice: Path) -> None:
+    """``student.model`` (a smaller checkpoint of its own width), ``quantize: false`` and
+    ``backend: torch`` together: the 1-layer student gets a head to the teacher's width, the
+    published graph is its fp32 export (no int8 file), the bulk ran in torch, and cold start
+    reproduces the build's rows through that graph."""
+    from conftest import write_config
+
+    from xemb import layout
+    from xemb.embedders.distill import FP32_ONNX, _split
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.serving.models import ColdStartEncoder
+    from xemb.settings import load_config
+    from xemb.store import VersionStore
+
+    (tmp_path / "data").symlink_to(tiny_slice)
+    teacher = make_teacher(tmp_path / "teacher")
+    own = _small_bert(tmp_path / "small-bert")
+    student = {**STUDENT, "model": str(own), "quantize": False, "projection": False}
+    cfg = load_config(write_config(tmp_path, {"encoder": {
+        "model": str(teacher), "backend": "torch", "student": student}}))
+    manifest = build(cfg)
+    assert manifest is not None
+    rec = manifest.metrics["student"]
+    assert rec["layers"] == {"teacher": 4, "student": 1}, rec
+    assert "cos_projection_init" in rec  # widths differ: a head, ridge-started
+    assert rec["cos_held_out"] > rec["cos_untrained"] + 0.1, rec
+    assert "cos_held_out_served" not in rec  # backend torch: the bulk is the torch student
+    assert rec["export"]["precision"] == "fp32" and "int8_min_cos" not in rec["export"]
+    ctx = prepare(cfg)
+    assert not (ctx.out("encode") / FP32_ONNX).exists()
+    vdir = VersionStore(cfg.build.root).path(manifest.version)
+    meta = json.loads((vdir / layout.ENCODER_META).read_text())
+    assert meta["student"] == {"kind": "layers", "layers": 1, "precision": "fp32"}
+    assert manifest.models["encoder"]["precision"] == "fp32"
+    _, _, rest = _split(len(ctx.ds.texts), cfg.encoder.student)
+    rows = rest[:40]
+    served = ColdStartEncoder(vdir / "encoder", vdir / layout.ADAPTER_ONNX).semantic(
+        [ctx.ds.texts[i] for i in rows])
+    assert served.shape[1] == 32  # the teacher's width
+    np.testing.assert_allclose(served, ctx.semantic()[rows], atol=1e-4)  # fp32 parity
+
+
+def test_the_example_student_config_builds(tmp_path: Path, tiny_slice: Path) -> None:
+    """``examples/food-kitchen/xemb-student.yaml``'s encoder section as shipped (the bundled
+    MiniLM teaching a static int8 student), on the test slice: only the data, the root and
+    the training sizes are changed. Its 5,000-item sample is larger than the slice, so the
+    teacher encodes every item and the student is still trained, held out and published."""
+    from conftest import TINY_CONFIG
+
+    from xemb.embedders.pipeline import build
+    from xemb.settings import load_config
+
+    example = Path(__file__).resolve().parents[2] / "examples/food-kitchen/xemb-student.yaml"
+    small = {f"{section}.{k}": v for section in ("adapter", "intents", "composer")
+             for k, v in TINY_CONFIG[section].items()}
+    cfg = load_config(example, {"data.path": str(tiny_slice), "build.root": str(tmp_path),
+                                "build.threads": 2, "gate.accept": True,
+                                "feast.enabled": False, **small})
+    assert cfg.encoder.model is None and cfg.encoder.student.kind == "static"
+    manifest = build(cfg)
+    assert manifest is not None
+    rec = manifest.metrics["student"]
+    assert rec["teacher_items"] == manifest.counts["items"] and rec["held_out"] > 0, rec
+    assert rec["cos_held_out"] > rec["cos_untrained"], rec
+    assert manifest.models["encoder"]["student"] is True
+    assert manifest.models["encoder"]["precision"] == "int8"
