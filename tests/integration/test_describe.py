@@ -230,3 +230,42 @@ def test_describe_feeds_the_encode_key(small_slice: Path, tiny_bert: Path, gpt2:
     # batch size changes no text: nothing rebuilds
     same = prepare(_build_config(tmp_path, small_slice, tiny_bert, gpt2, batch_size=7)).keys
     assert same == base
+
+
+def test_concat_descriptions_with_a_student(small_slice: Path, gpt2: Path,
+                                            tmp_path: Path) -> None:
+    """``use: concat`` with ``encoder.student`` on: the teacher labels, and the student learns
+    and encodes, title + descriptions; cold start (no descriptions) encodes the title with the
+    same published student graph."""
+    import numpy as np
+
+    from tests.conftest import write_config
+    from tests.integration.test_distill import STATIC, make_teacher
+    from xemb import layout
+    from xemb.embedders.describe import with_descriptions
+    from xemb.embedders.pipeline import build, prepare
+    from xemb.serving.models import TextGraph
+    from xemb.settings import load_config
+
+    (tmp_path / "data").symlink_to(small_slice)
+    teacher = make_teacher(tmp_path / "teacher")
+    cfg = load_config(write_config(tmp_path, {
+        "encoder": {"model": str(teacher), "student": {**STATIC, "teacher_sample": 200}},
+        "describe": {**DESCRIBE, "model": str(gpt2), "use": "concat"}}))
+    manifest = build(cfg)
+    assert manifest is not None
+    rec = manifest.metrics["student"]
+    assert rec["cos_held_out"] > rec["cos_untrained"], rec
+    ctx = prepare(cfg)
+    texts = ctx.encoder_texts()
+    assert texts == with_descriptions(ctx.ds.texts, ctx.descriptions()) != ctx.ds.texts
+    graph = TextGraph(cfg.build.root / "versions" / manifest.version / layout.ENCODER_DIR)
+    rows = np.arange(0, len(texts), 7)
+    semantic = ctx.semantic()[rows]
+    concat = graph.semantic([texts[i] for i in rows])
+    title = graph.semantic([ctx.ds.texts[i] for i in rows])
+    assert (semantic * concat).sum(1).min() > 0.99  # int8 jitter across batches only
+    # the tiny teacher's vectors are all close; the title alone is still many times further
+    gap_title = 1 - float((semantic * title).sum(1).mean())
+    gap_concat = 1 - float((semantic * concat).sum(1).mean())
+    assert gap_title > 10 * gap_concat and gap_title > 1e-3, (gap_title, gap_concat)
