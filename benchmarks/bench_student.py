@@ -49,6 +49,22 @@ def _rate(encoder, texts: list[str]) -> tuple[float, np.ndarray]:  # type: ignor
     return len(texts) / (time.perf_counter() - t0), out
 
 
+def _torch_int8(encoder):  # type: ignore[no-untyped-def]
+    """A copy of a torch encoder with its Linear layers dynamically quantized to int8 (torch's
+    own quantization, CPU; ``torch.ao`` marks it deprecated in favour of torchao)."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    q = copy.copy(encoder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q.module = quantize_dynamic(copy.deepcopy(encoder.module), {torch.nn.Linear},
+                                    dtype=torch.qint8)
+    return q
+
+
 def _trained_graphs(cfg) -> tuple[Path, Path, dict] | None:  # type: ignore[no-untyped-def]
     """The build's student graphs (fp32, int8) and its distillation record, if built."""
     from xemb.embedders.pipeline import prepare
@@ -142,6 +158,11 @@ def main() -> None:
     # torch student: the first k layers as loaded (the trained weights live in the graphs);
     # the same speed, but its cosine is the untrained one when a trained student exists
     runs[("student", "torch", "fp32")] = student
+    runs[("teacher", "torch", "int8")] = _torch_int8(teacher)
+    runs[("student", "torch", "int8")] = _torch_int8(student)
+    order = [(w, b, d) for w in ("teacher", "student") for b in ("torch", "onnx")
+             for d in ("fp32", "int8")]
+    runs = {k: runs[k] for k in order}
     results = {k: _rate(enc, texts) for k, enc in runs.items()}
     ref_rate, ref = results[("teacher", "torch", "fp32")]
     print(f"\n{platform.processor() or platform.machine()}, {args.threads} threads, "
@@ -152,7 +173,7 @@ def main() -> None:
           f"{'cos vs teacher torch':>21}")
     for (who, backend, dtype), (rate, vec) in results.items():
         cos = f"{float((vec * ref).sum(1).mean()):.4f}"
-        if built is not None and (who, backend) == ("student", "torch"):
+        if built is not None and (who, backend) == ("student", "torch"):  # not the trained
             cos = "(untrained) " + cos
         print(f"{who:8} {backend:8} {dtype:6} {rate:9.0f} {rate / ref_rate:10.2f} {cos:>21}")
     if rec is not None:
