@@ -30,6 +30,7 @@ from xemb.embedders.generate import (
     TextGenerator,
     generate_cached,
     generator_fingerprint,
+    image_prompt,
 )
 from xemb.errors import ConfigError
 from xemb.settings.offline import DescribeConfig
@@ -71,12 +72,17 @@ def _fill(template: str, item: Mapping[str, object], row: int, where: str) -> st
 def describe_items(cfg: DescribeConfig, items: Sequence[Mapping[str, object]], cache_dir: Path,
                    generator: TextGenerator | None = None,
                    log: Callable[[str], None] = print,
-                   device: str = "cpu") -> tuple[dict[str, list[str]], int]:
+                   device: str = "cpu", images: Sequence[str | None] | None = None
+                   ) -> tuple[dict[str, list[str]], int]:
     """One generated text per item and prompt (``cfg.prompts``: column -> template); returns
     the columns and how many texts were generated now (the rest came from the cache). The
     model runs on ``device`` (pass ``resolve_device(cfg.build.device)``) unless a
-    ``generator`` is given."""
+    ``generator`` is given. ``images``: per item, an image path or None (``model_class:
+    image-text-to-text``; the image goes into each of the item's prompts)."""
     rendered = {col: render_prompts(t, items, col) for col, t in cfg.prompts.items()}
+    if images is not None:
+        rendered = {col: [image_prompt(p, im) for p, im in zip(ps, images, strict=True)]
+                    for col, ps in rendered.items()}
     gen = generator or Generator(cfg, device)  # after the prompts: a bad one fails fast
     flat = [p for ps in rendered.values() for p in ps]
     texts, n_new = generate_cached(gen, TextCache(cache_dir, gen.fingerprint), flat,
@@ -106,8 +112,11 @@ def describe_table(cfg: DescribeConfig, items: pa.Table, cache_dir: Path, device
                    generator: TextGenerator | None = None) -> pa.Table:
     """The describe stage over an items table: ``item_id`` and one string column per prompt
     (``describe.prompts``), in the table's row order."""
+    images = (items.column("image_path").to_pylist()
+              if cfg.model_class == "image-text-to-text" and "image_path" in items.column_names
+              else None)
     cols, _ = describe_items(cfg, item_rows(items), cache_dir, generator, log=log,
-                             device=device)
+                             device=device, images=images)
     return pa.table({"item_id": items.column("item_id"),
                      **{c: pa.array(v, pa.string()) for c, v in cols.items()}})
 

@@ -91,6 +91,7 @@ def test_unknown_prompt_field_is_a_config_error(gpt2: Path, tmp_path: Path) -> N
     ({"prompts": {"description_general": "about {title"}}, "not a valid template"),
     ({"prompts": {"description_domain": "a {} for {title}"}}, "placeholder {} is not"),
     ({"prompts": {"description_general": "{title[0]}"}}, "{title[0]} is not an item field"),
+    ({"model_class": "vision"}, "'causal-lm' or 'image-text-to-text'"),
 ])
 def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
                                              message: str) -> None:
@@ -101,7 +102,7 @@ def test_bad_describe_config_names_the_field(tmp_path: Path, describe: dict,
 
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump({"describe": {"enabled": True, **describe}}))
-    with pytest.raises(ConfigError, match=r"describe\.(prompts|use)") as err:
+    with pytest.raises(ConfigError, match=r"describe\.(prompts|use|model_class)") as err:
         load_config(path)
     assert message in str(err.value)
 
@@ -269,3 +270,143 @@ def test_concat_descriptions_with_a_student(small_slice: Path, gpt2: Path,
     gap_title = 1 - float((semantic * title).sum(1).mean())
     gap_concat = 1 - float((semantic * concat).sum(1).mean())
     assert gap_title > 10 * gap_concat and gap_title > 1e-3, (gap_title, gap_concat)
+
+
+# ---- image-text-to-text: items with images ---------------------------------------------------
+def make_tiny_llava(dst: Path) -> Path:
+    """A LLaVA (tiny CLIP vision tower + tiny Llama) with small random weights, MiniLM's
+    tokenizer plus an ``<image>`` token, and a LLaVA processor: the real
+    ``AutoModelForImageTextToText`` / ``AutoProcessor`` loading path."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from xemb.embedders.encode import default_model_path
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=32, patch_size=8)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       max_position_embeddings=256, bos_token_id=tok.cls_token_id,
+                       eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
+    LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=vision, text_config=text,
+        image_token_index=tok.convert_tokens_to_ids("<image>"))).save_pretrained(dst)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                      crop_size={"height": 32, "width": 32}),
+                   tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                   image_token="<image>", num_additional_image_tokens=1).save_pretrained(dst)
+    return dst
+
+
+def _picture(path: Path, seed: int) -> str:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                    ).save(path)
+    return str(path)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_image_text_to_text_describes_items_with_their_images(tmp_path: Path) -> None:
+    """``model_class: image-text-to-text``: an item's image goes into its prompts (same title,
+    other image: another text), items without one get the text prompt alone; batched output
+    equals one prompt alone; the cache is keyed by the image's bytes, not its path."""
+    import shutil
+
+    from xemb.embedders.describe import describe_items
+    from xemb.embedders.generate import Generator, image_prompt
+
+    llava = make_tiny_llava(tmp_path / "llava")
+    items = ITEMS[:6]
+    pics = [_picture(tmp_path / f"p{i}.png", i) if i % 3 else None for i in range(6)]
+    cfg = _cfg(llava, model_class="image-text-to-text",
+               prompts={"description_general": "describe {title}:"})
+    cols, n_new = describe_items(cfg, items, tmp_path / "cache", log=lambda _: None,
+                                 images=pics)
+    assert n_new == 6 and all(isinstance(t, str) for t in cols["description_general"])
+    gen = Generator(cfg)
+    i = 1  # an item with an image: its text in a batch equals its text generated alone
+    alone = gen.generate([image_prompt(f"describe {items[i]['title']}:", pics[i])])[0]
+    assert cols["description_general"][i] == alone
+    other = gen.generate([image_prompt(f"describe {items[i]['title']}:", pics[2])])[0]
+    plain = gen.generate([f"describe {items[i]['title']}:"])[0]
+    assert len({alone, other, plain}) == 3  # the image is read, and it is this image
+    assert cols["description_general"][0] == gen.generate([f"describe {items[0]['title']}:"])[0]
+    # the same bytes elsewhere: all from the cache; new bytes at the same path: regenerated
+    moved = [shutil.copy(p, tmp_path / f"moved{k}.png") if p else None
+             for k, p in enumerate(pics)]
+    assert describe_items(cfg, items, tmp_path / "cache", log=lambda _: None,
+                          images=moved)[1] == 0
+    _picture(Path(moved[1]), 99)
+    again, n_new = describe_items(cfg, items, tmp_path / "cache", log=lambda _: None,
+                                  images=moved)
+    assert n_new == 1 and again["description_general"][2:] == cols["description_general"][2:]
+
+
+def test_an_image_model_describes_in_a_build(tmp_path: Path) -> None:
+    """The describe stage of a build over items with ``image_path`` (some without) and
+    ``model_class: image-text-to-text``, end to end: both columns published, and a rebuild
+    generates nothing."""
+    import pyarrow.parquet as pq
+
+    from tests.conftest import write_config
+    from xemb import layout
+    from xemb.embedders.pipeline import build
+    from xemb.settings import load_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    names = ["green tea", "dark chocolate", "milk chocolate", "coffee", "cast iron pan",
+             "kettle", "coffee mug", "tea kettle"]
+    rows = ["item_id,domain,title,image_path"]
+    for i, name in enumerate(names, start=1):
+        img = f"img{i}.png" if i % 2 else ""
+        if img:
+            _picture(data / img, i)
+        rows.append(f"{i},{'grocery' if i <= 4 else 'kitchen'},{name},{img}")
+    (data / "items.csv").write_text("\n".join(rows) + "\n")
+    seqs = [[1, 2, 5], [3, 6, 7], [4, 8, 1, 5], [2, 3, 6], [7, 8, 4], [1, 5, 6, 2]]
+    (data / "events.csv").write_text("\n".join(
+        ["user_id,item_id,position"] + [f"u{u},{i},{p}" for u, s in enumerate(seqs)
+                                        for p, i in enumerate(s)]) + "\n")
+    from tests.conftest import make_tiny_bert
+
+    cfg = load_config(write_config(tmp_path, {
+        "data": {"format": "tables", "items": "data/items.csv", "events": "data/events.csv",
+                 "path": None},
+        "encoder": {"model": str(make_tiny_bert(tmp_path / "bert")), "max_length": 16},
+        "describe": {**DESCRIBE, "model": str(make_tiny_llava(tmp_path / "llava")),
+                     "model_class": "image-text-to-text"},
+        "adapter": {"dim": 8, "hidden": 16, "epochs": 1, "batch_tokens": 32, "negatives": 4},
+        "intents": {"k": 3, "top_m": 2, "niter": 3},
+        "composer": {"epochs": 1, "batch_tokens": 32, "negatives": 4, "max_len": 5,
+                     "heads": 2}}))
+    manifest = build(cfg)
+    assert manifest is not None
+    items = pq.read_table(cfg.build.root / "versions" / manifest.version / layout.ITEMS)
+    for col in ("description_general", "description_domain"):
+        assert all(isinstance(t, str) for t in items.column(col).to_pylist())
+    # item 1 has an image: its published description is the one its image prompt gives
+    from xemb.embedders.generate import Generator, image_prompt
+
+    gen = Generator(cfg.describe)
+    row = items.column("item_id").to_pylist().index(1)
+    got = items.column("description_general").to_pylist()[row]
+    assert got == gen.generate([image_prompt("describe green tea:", str(data / "img1.png"))])[0]
+    assert got != gen.generate(["describe green tea:"])[0]
+    cache = next((cfg.build.root / "cache" / "describe").glob("*.jsonl"))
+    assert cache.read_text().count("\n") == 2 * len(names)
+    assert build(cfg).version == manifest.version
+    assert cache.read_text().count("\n") == 2 * len(names)

@@ -193,6 +193,13 @@ class DescribeConfig(_Section):
     """Prompts are truncated (from the left) to this many tokens."""
     batch_size: int = Field(16, ge=1)
     """Prompts per ``generate`` call (left-padded)."""
+    model_class: Literal["causal-lm", "image-text-to-text"] = "causal-lm"
+    """``causal-lm``: ``AutoModelForCausalLM`` and its tokenizer, text prompts.
+    ``image-text-to-text``: ``AutoModelForImageTextToText`` and its ``AutoProcessor`` (e.g.
+    a LLaVA- or Qwen2-VL-style checkpoint): an item with an ``image_path`` gets its image in
+    the prompt (through the processor's chat template when it has one, else after its image
+    token); items without one get the text prompt alone. The image's bytes are part of each
+    text's cache key."""
 
     @field_validator("prompts")
     @classmethod
