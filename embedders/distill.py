@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from xemb import layout
 from xemb.embedders.encode import (
@@ -56,7 +57,15 @@ def student_key(cfg: EncoderConfig) -> list[object]:
     if not s.enabled:
         return []
     ckpt = _model_fingerprint(s.model, cfg) if s.model else None
-    return [s.model_dump(mode="json", exclude={"model"}), ckpt, CODE_VERSION]
+    dump = s.model_dump(mode="json", exclude={"model"} | _unkeyed_at_default(s))
+    return [dump, ckpt, CODE_VERSION]
+
+
+_UNKEYED_DEFAULTS = {"lr_schedule": "constant"}  # settings added later: keys kept at default
+
+
+def _unkeyed_at_default(s: StudentConfig) -> set[str]:
+    return {k for k, v in _UNKEYED_DEFAULTS.items() if getattr(s, k) == v}
 
 
 @contextlib.contextmanager
@@ -182,13 +191,17 @@ def train_student(student: Student, texts: list[str], targets: np.ndarray,
     s = student.cfg.student
     module = student.module.eval()  # dropout off: the targets are deterministic
     opts = module.optimizers(s.learning_rate)
+    total_steps = s.epochs * -(-len(texts) // s.batch_size)
+    scheds = [_schedule(opt, s.lr_schedule, total_steps) for opt in opts]
     gen = torch.Generator().manual_seed(s.seed)
     device = student.device
     target = torch.from_numpy(targets).to(device)
     losses = []
     for epoch in range(s.epochs):
         perm, total, steps = torch.randperm(len(texts), generator=gen), 0.0, 0
-        for b in range(0, len(texts), s.batch_size):
+        starts = range(0, len(texts), s.batch_size)
+        for b in tqdm(starts, desc=f"distill: epoch {epoch + 1}/{s.epochs}", unit="batch",
+                      disable=len(starts) < 50, leave=False):
             idx = perm[b:b + s.batch_size]
             feeds = student.tokenize([texts[i] for i in idx])
             pred = module(**{k: v.to(device) for k, v in feeds.items()})
@@ -197,12 +210,22 @@ def train_student(student: Student, texts: list[str], targets: np.ndarray,
             for opt in opts:
                 opt.zero_grad()
             loss.backward()
-            for opt in opts:
+            for opt, sched in zip(opts, scheds, strict=True):
                 opt.step()
+                sched.step()
             total, steps = total + loss.item(), steps + 1
         losses.append(round(total / max(steps, 1), 5))
         log(f"distill: epoch {epoch + 1}/{s.epochs} loss {losses[-1]:.4f}")
     return losses
+
+
+def _schedule(opt: torch.optim.Optimizer, kind: str,
+              total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate factor per step: 1 throughout, or 1 falling linearly to 0."""
+    if kind == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: max(0.0, 1.0 - step / max(total_steps, 1)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
 def held_out_cos(student: Student, texts: list[str], teacher: np.ndarray) -> float:

@@ -280,27 +280,37 @@ def test_own_checkpoint_fp32_torch_student(tmp_path: Path, tiny_slice: Path) -> 
     np.testing.assert_allclose(served, ctx.semantic()[rows], atol=1e-4)  # fp32 parity
 
 
-def test_the_example_student_config_builds(tmp_path: Path, tiny_slice: Path) -> None:
-    """``examples/food-kitchen/xemb-student.yaml``'s encoder section as shipped (the bundled
-    MiniLM teaching a static int8 student), on the test slice: only the data, the root and
-    the training sizes are changed. Its 5,000-item sample is larger than the slice, so the
-    teacher encodes every item and the student is still trained, held out and published."""
+@pytest.mark.parametrize(("example", "kind", "layers", "overrides"), [
+    ("xemb-student.yaml", "static", 0, {}),
+    # the fidelity student: 3 of MiniLM's 6 layers, ridge head, linear lr decay; 2 epochs
+    # here instead of its 6 (the slice only has to show it trains and publishes)
+    ("xemb-student-3layer.yaml", "layers", 3, {"encoder.student.epochs": 2}),
+])
+def test_the_example_student_config_builds(tmp_path: Path, tiny_slice: Path, example: str,
+                                           kind: str, layers: int, overrides: dict) -> None:
+    """The shipped student configs' encoder sections (the bundled MiniLM teaching a static
+    int8 student, or its first 3 layers), on the test slice: only the data, the root and the
+    training sizes are changed. Their samples are larger than the slice, so the teacher
+    encodes every item and the student is still trained, held out and published."""
     from conftest import TINY_CONFIG
 
     from xemb.embedders.pipeline import build
     from xemb.settings import load_config
 
-    example = Path(__file__).resolve().parents[2] / "examples/food-kitchen/xemb-student.yaml"
+    path = Path(__file__).resolve().parents[2] / "examples/food-kitchen" / example
     small = {f"{section}.{k}": v for section in ("adapter", "intents", "composer")
              for k, v in TINY_CONFIG[section].items()}
-    cfg = load_config(example, {"data.path": str(tiny_slice), "build.root": str(tmp_path),
-                                "build.threads": 2, "gate.accept": True,
-                                "feast.enabled": False, **small})
-    assert cfg.encoder.model is None and cfg.encoder.student.kind == "static"
+    cfg = load_config(path, {"data.path": str(tiny_slice), "build.root": str(tmp_path),
+                             "build.threads": 2, "gate.accept": True,
+                             "feast.enabled": False, **small, **overrides})
+    assert cfg.encoder.model is None and cfg.encoder.student.kind == kind
     manifest = build(cfg)
     assert manifest is not None
     rec = manifest.metrics["student"]
     assert rec["teacher_items"] == manifest.counts["items"] and rec["held_out"] > 0, rec
+    assert rec["layers"] == {"teacher": 6, "student": layers}, rec
     assert rec["cos_held_out"] > rec["cos_untrained"], rec
+    if kind == "layers":  # trained past its ridge-fitted head
+        assert rec["cos_held_out"] > rec["cos_projection_init"], rec
     assert manifest.models["encoder"]["student"] is True
     assert manifest.models["encoder"]["precision"] == "int8"

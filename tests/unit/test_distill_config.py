@@ -57,3 +57,36 @@ def test_static_student_options(tmp_path: Path) -> None:
                        f"    {extra}\n")
         with pytest.raises(ConfigError, match=why):
             load_config(cfg)
+
+
+def test_lr_schedule_linear_falls_to_zero_and_the_default_keeps_old_keys(
+        tmp_path: Path) -> None:
+    """``lr_schedule: linear`` takes the learning rate from ``lr`` down to 0 over the steps;
+    left at ``constant`` it is not part of the encode stage's key, so configs written before
+    the setting existed keep their cached students."""
+    torch = pytest.importorskip("torch")
+    from xemb.embedders.distill import _schedule, student_key
+
+    cfg = tmp_path / "xemb.yaml"
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n")
+    constant = load_config(cfg).encoder
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n    lr_schedule: linear\n")
+    linear = load_config(cfg).encoder
+    assert "lr_schedule" not in student_key(constant)[0]
+    assert student_key(linear)[0]["lr_schedule"] == "linear"
+    assert student_key(linear) != student_key(constant)
+
+    def rates(kind: str, steps: int) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+        sched, seen = _schedule(opt, kind, steps), []
+        for _ in range(steps):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return seen + [opt.param_groups[0]["lr"]]
+
+    assert rates("linear", 4) == pytest.approx([0.2, 0.15, 0.1, 0.05, 0.0])
+    assert rates("constant", 4) == pytest.approx([0.2] * 5)
+    cfg.write_text("encoder:\n  student:\n    enabled: true\n    lr_schedule: cosine\n")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_config(cfg)

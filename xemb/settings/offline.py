@@ -80,6 +80,9 @@ class StudentConfig(_Section):
     lr: float | None = Field(None, gt=0)
     """Learning rate (AdamW; Adam and sparse Adam for ``static``); default 1e-4 for
     ``layers``, 3e-3 for ``static``."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """``linear``: the learning rate falls linearly to 0 over the training steps (the
+    3-layer fidelity student, ``xemb-student-3layer.yaml``, README); ``constant`` keeps it."""
     relational_weight: float | None = Field(None, ge=0)
     """Weight of the in-batch relational loss (KL between the teacher's and the student's
     softmax over in-batch similarities) beside the cosine loss; default 1 for ``layers``,
