@@ -145,7 +145,8 @@ def main() -> None:
     built = _trained_graphs(cfg)
     if built is None:
         export_encoder(student, tmp / "s", texts, 1e-4, cfg.encoder.max_length)
-        quantize_int8(tmp / "s" / layout.ENCODER_ONNX, tmp / "s" / "int8.onnx")
+        quantize_int8(tmp / "s" / layout.ENCODER_ONNX, tmp / "s" / "int8.onnx",
+                      cfg.encoder.student.int8_ffn_out)
         s32, s8, rec = tmp / "s" / layout.ENCODER_ONNX, tmp / "s" / "int8.onnx", None
     else:
         s32, s8, rec = built

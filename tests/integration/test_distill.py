@@ -126,6 +126,43 @@ def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
     assert (a * b).sum(1).min() > 0.95
 
 
+def test_int8_ffn_out_false_keeps_the_ffn_output_projections_fp32(student_build,
+                                                                 tmp_path: Path) -> None:
+    """``int8_ffn_out: false``: the student's feed-forward output projections (one per
+    layer: 64 -> 32 in the tiny BERT) stay fp32 MatMuls, every other MatMul is quantized as
+    before, and the graph still matches fp32."""
+    import onnx
+    import onnxruntime as ort
+
+    from xemb.embedders.distill import FP32_ONNX, narrowing_matmuls, quantize_int8
+    from xemb.embedders.pipeline import prepare
+
+    cfg, _ = student_build
+    ctx = prepare(cfg)
+    fp32 = ctx.out("encode") / FP32_ONNX
+    narrow = narrowing_matmuls(fp32)
+    assert len(narrow) == cfg.encoder.student.layers, narrow
+    quantize_int8(fp32, tmp_path / "all.onnx")
+    quantize_int8(fp32, tmp_path / "mixed.onnx", ffn_out=False)
+
+    def fp32_matmuls(path: Path) -> set[str]:
+        return {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMul"}
+
+    assert not set(narrow) & fp32_matmuls(tmp_path / "all.onnx")
+    assert fp32_matmuls(tmp_path / "mixed.onnx") == fp32_matmuls(tmp_path / "all.onnx") | set(
+        narrow)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(ctx.out("encode") / "encoder" / "tokenizer.json"))
+    tok.enable_padding(pad_id=0)
+    encs = tok.encode_batch(ctx.ds.texts[-50:])
+    feed = {"input_ids": np.array([e.ids for e in encs], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encs], np.int64)}
+    a, b = (ort.InferenceSession(str(p)).run(None, feed)[0]
+            for p in (tmp_path / "mixed.onnx", fp32))
+    assert (a * b).sum(1).min() > 0.95
+
+
 def test_cold_start_encoder_is_the_student(student_build) -> None:
     """EncodeItems encodes through the version's encoder/: the student's vectors (its ONNX
     graph), not the teacher's."""

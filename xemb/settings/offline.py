@@ -92,6 +92,11 @@ class StudentConfig(_Section):
     """Temperature of that softmax."""
     quantize: bool = True
     """Publish the student's ONNX graph with dynamic int8 weight quantization."""
+    int8_ffn_out: bool = True
+    """With ``quantize``, quantize the feed-forward output projections too. ``false`` keeps
+    them fp32 (the rest int8): on the 3-layer food-kitchen student, held-out cosine to the
+    teacher 0.947 all-int8 -> 0.952 (fp32 0.958) at 1.6x fp32's items/s instead of 2.2x
+    (README). No effect on a static student (it has none)."""
     int8_min_cos: float = Field(0.98, gt=0, le=1)
     """Parity of the int8 graph: the lowest cosine allowed between its vectors and the fp32
     student's on the export sample (the build fails below it)."""
