@@ -62,11 +62,11 @@ def student_key(cfg: EncoderConfig) -> list[object]:
 
 
 # settings added later: left out of the key at their defaults, so older configs keep theirs
-_UNKEYED_DEFAULTS = {"lr_schedule": "constant", "int8_ffn_out": True}
+_ADDED_LATER = ("lr_schedule", "int8_ffn_out")
 
 
 def _unkeyed_at_default(s: StudentConfig) -> set[str]:
-    return {k for k, v in _UNKEYED_DEFAULTS.items() if getattr(s, k) == v}
+    return {k for k in _ADDED_LATER if getattr(s, k) == StudentConfig.model_fields[k].default}
 
 
 @contextlib.contextmanager

@@ -105,8 +105,6 @@ def test_student_build_records_held_out_cosine(student_build) -> None:
 
 
 def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
 
     from xemb.embedders.distill import FP32_ONNX
     from xemb.embedders.pipeline import prepare
@@ -117,13 +115,21 @@ def test_int8_graph_loads_and_is_close_to_fp32(student_build) -> None:
     assert manifest.metrics["student"]["export"]["int8_min_cos"] >= 0.95
     int8, fp32 = out / "encoder" / "model.onnx", out / FP32_ONNX
     assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights
-    tok = Tokenizer.from_file(str(out / "encoder" / "tokenizer.json"))
+    a, b = _graph_vectors(out, ctx.ds.texts[-50:], int8, fp32)
+    assert (a * b).sum(1).min() > 0.95
+
+
+def _graph_vectors(encode_out: Path, texts: list[str], *graphs: Path) -> list[np.ndarray]:
+    """Each ONNX graph's vectors of ``texts``, tokenized by the stage's published tokenizer."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(encode_out / "encoder" / "tokenizer.json"))
     tok.enable_padding(pad_id=0)
-    encs = tok.encode_batch(ctx.ds.texts[-50:])
+    encs = tok.encode_batch(texts)
     feed = {"input_ids": np.array([e.ids for e in encs], np.int64),
             "attention_mask": np.array([e.attention_mask for e in encs], np.int64)}
-    a, b = (ort.InferenceSession(str(p)).run(None, feed)[0] for p in (int8, fp32))
-    assert (a * b).sum(1).min() > 0.95
+    return [ort.InferenceSession(str(g)).run(None, feed)[0] for g in graphs]
 
 
 def test_int8_ffn_out_false_keeps_the_ffn_output_projections_fp32(student_build,
@@ -132,7 +138,6 @@ def test_int8_ffn_out_false_keeps_the_ffn_output_projections_fp32(student_build,
     layer: 64 -> 32 in the tiny BERT) stay fp32 MatMuls, every other MatMul is quantized as
     before, and the graph still matches fp32."""
     import onnx
-    import onnxruntime as ort
 
     from xemb.embedders.distill import FP32_ONNX, narrowing_matmuls, quantize_int8
     from xemb.embedders.pipeline import prepare
@@ -151,15 +156,7 @@ def test_int8_ffn_out_false_keeps_the_ffn_output_projections_fp32(student_build,
     assert not set(narrow) & fp32_matmuls(tmp_path / "all.onnx")
     assert fp32_matmuls(tmp_path / "mixed.onnx") == fp32_matmuls(tmp_path / "all.onnx") | set(
         narrow)
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(ctx.out("encode") / "encoder" / "tokenizer.json"))
-    tok.enable_padding(pad_id=0)
-    encs = tok.encode_batch(ctx.ds.texts[-50:])
-    feed = {"input_ids": np.array([e.ids for e in encs], np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encs], np.int64)}
-    a, b = (ort.InferenceSession(str(p)).run(None, feed)[0]
-            for p in (tmp_path / "mixed.onnx", fp32))
+    a, b = _graph_vectors(ctx.out("encode"), ctx.ds.texts[-50:], tmp_path / "mixed.onnx", fp32)
     assert (a * b).sum(1).min() > 0.95
 
 

@@ -64,7 +64,7 @@ def test_lr_schedule_linear_falls_to_zero_and_the_default_keeps_old_keys(
     """``lr_schedule: linear`` takes the learning rate from ``lr`` down to 0 over the steps;
     left at ``constant`` it is not part of the encode stage's key, so configs written before
     the setting existed keep their cached students."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the offline extra")
     from xemb.embedders.distill import _schedule, student_key
 
     cfg = tmp_path / "xemb.yaml"
